@@ -1,0 +1,30 @@
+/* front: the client-facing side around evhttp: listeners, accept back-off, the
+ * connection cap, and a per-connection guard that answers 414 / 431 / 408
+ * itself where evhttp would only reset the connection. */
+#ifndef MGW_FRONT_H
+#define MGW_FRONT_H
+
+#include <stddef.h>
+#include "config.h"
+
+struct event_base;
+struct evhttp;
+struct evhttp_request;
+struct front;
+
+struct front *front_new(struct event_base *base, struct evhttp *http, const struct limits_conf *lim);
+/* Bind every listener or none. Errors are logged; returns -1 on failure. */
+int front_listen(struct front *f, const struct listener_conf *l, size_t n);
+/* Stop accepting (graceful shutdown). */
+void front_stop_accepting(struct front *f);
+size_t front_conn_count(const struct front *f);
+void front_free(struct front *f);
+
+/* The proxy tells the guard where a connection stands, so the header timer
+ * runs only while a request head is being read. */
+void front_request_done(struct front *f, struct evhttp_request *req);
+
+/* The WSO2-style JSON fault body shared by every error answer. */
+int front_fault_body(char *buf, size_t len, int code, const char *message, const char *description);
+
+#endif

@@ -1,0 +1,526 @@
+/* front: listeners and the per-connection guard in front of evhttp.
+ *
+ * evhttp answers an over-long head with 413 and a slow one with a silent
+ * close. Users expect 414, 431 and 408, so every accepted socket gets a thin
+ * bufferevent filter between it and evhttp: it watches the bytes of each
+ * request head (without copying them), and when a limit is crossed it writes
+ * the answer on the socket itself and makes evhttp let go of the connection.
+ *
+ * Ownership: evhttp owns the filter; this room owns the socket bufferevent
+ * under it and the guard. The filter's free_context callback is the one place
+ * where a connection ends: the socket is flushed (bounded by a timeout) and
+ * then freed. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+
+#include "front.h"
+#include "log.h"
+
+enum fc_state {
+	FC_WAIT_HEAD,	/* between requests or inside a head */
+	FC_IN_REQUEST,	/* head complete: body, handling, response */
+	FC_REJECTED,	/* an error answer is queued; input is dropped */
+};
+
+struct front_conn {
+	LIST_ENTRY(front_conn) link;
+	struct front *f;
+	struct bufferevent *sock;	/* ours */
+	struct bufferevent *filt;	/* evhttp's */
+	enum fc_state state;
+	uint64_t head_start_ms;		/* first byte of the current head; 0 = none yet */
+	size_t head_bytes;
+	size_t line_bytes;
+	int in_first_line;
+	int fd;
+};
+
+struct front_listener {
+	struct evconnlistener *lev;
+};
+
+/* evhttp_bind_listener() takes the listener's callback argument for itself,
+ * so the accept error callback finds the front here (one per process). */
+static struct front *front_active;
+
+struct front {
+	struct event_base *base;
+	struct evhttp *http;
+	struct limits_conf lim;
+	LIST_HEAD(, front_conn) conns;
+	size_t nconns;
+	struct front_conn **byfd;	/* fd -> guard, for the proxy's notifications */
+	size_t nbyfd;
+	struct front_listener *listeners;
+	size_t nlisteners;
+	struct event *sweep;		/* header timeouts */
+	struct event *resume;		/* accept back-off */
+	int paused;			/* accepting paused (fd exhaustion or the cap) */
+	int stopping;
+	unsigned backoff_ms;
+};
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int front_fault_body(char *buf, size_t len, int code, const char *message, const char *description)
+{
+	return snprintf(buf, len, "{\"fault\":{\"code\":%d,\"message\":\"%s\",\"description\":\"%s\"}}",
+	    code, message, description);
+}
+
+static const char *status_reason(int status)
+{
+	switch (status) {
+	case 408: return "Request Timeout";
+	case 414: return "URI Too Long";
+	case 431: return "Request Header Fields Too Large";
+	default: return "Bad Request";
+	}
+}
+
+static void front_accept_set(struct front *f, int on)
+{
+	for (size_t i = 0; i < f->nlisteners; i++) {
+		if (on)
+			evconnlistener_enable(f->listeners[i].lev);
+		else
+			evconnlistener_disable(f->listeners[i].lev);
+	}
+}
+
+static void sock_flushed_cb(struct bufferevent *bev, void *arg)
+{
+	(void)arg;
+	bufferevent_free(bev);
+}
+
+static void sock_error_cb(struct bufferevent *bev, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	bufferevent_free(bev);
+}
+
+/* evhttp freed its side: the connection ends here. */
+static void front_conn_release(void *arg)
+{
+	struct front_conn *c = arg;
+	struct front *f = c->f;
+	struct bufferevent *sock = c->sock;
+
+	if (f == NULL) {
+		/* Finalized after front_free(): only the socket is left. */
+		bufferevent_free(sock);
+		free(c);
+		return;
+	}
+	LIST_REMOVE(c, link);
+	f->nconns--;
+	if (c->fd >= 0 && (size_t)c->fd < f->nbyfd && f->byfd[c->fd] == c)
+		f->byfd[c->fd] = NULL;
+	free(c);
+
+	if (evbuffer_get_length(bufferevent_get_output(sock)) > 0) {
+		/* A last answer is still queued (a close-delimited response, or a
+		 * guard rejection): let it go out, within the idle timeout. */
+		struct timeval tv = { f->lim.idle_timeout_ms / 1000, (f->lim.idle_timeout_ms % 1000) * 1000 };
+
+		bufferevent_disable(sock, EV_READ);
+		bufferevent_setwatermark(sock, EV_WRITE, 0, 0);
+		bufferevent_setcb(sock, NULL, sock_flushed_cb, sock_error_cb, NULL);
+		bufferevent_set_timeouts(sock, NULL, &tv);
+		bufferevent_enable(sock, EV_WRITE);
+	} else {
+		bufferevent_free(sock);
+	}
+	if (f->paused && !f->stopping && f->nconns < f->lim.max_connections && f->backoff_ms == 0) {
+		f->paused = 0;
+		front_accept_set(f, 1);
+	}
+}
+
+/* Queue an error answer on the socket and make evhttp drop its side. */
+static void front_reject(struct front_conn *c, int status)
+{
+	char body[256], head[256];
+	int blen, hlen;
+	const char *desc = status == 408 ? "The request head was not received in time" :
+	    status == 414 ? "The request URI is longer than the gateway accepts" :
+	    "The request headers are larger than the gateway accepts";
+
+	c->state = FC_REJECTED;
+	blen = front_fault_body(body, sizeof(body), status == 408 ? 900408 : status == 414 ? 900414 : 900431,
+	    status_reason(status), desc);
+	hlen = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+	    "Content-Length: %d\r\nConnection: close\r\n\r\n", status, status_reason(status), blen);
+	bufferevent_write(c->sock, head, (size_t)hlen);
+	bufferevent_write(c->sock, body, (size_t)blen);
+	bufferevent_enable(c->sock, EV_WRITE);
+	log_info("front", "fd=%d request rejected with %d (%s)", c->fd, status, status_reason(status));
+	/* Deferred: this may run inside the filter, under evhttp's feet. evhttp
+	 * handles an EOF before a complete head by freeing the connection. */
+	bufferevent_trigger_event(c->filt, BEV_EVENT_EOF | BEV_EVENT_READING, BEV_TRIG_DEFER_CALLBACKS);
+}
+
+/* Watch head bytes: request line and head size, and where the head ends. */
+static void front_scan(struct front_conn *c, const unsigned char *p, size_t n, size_t *consumed)
+{
+	const struct limits_conf *lim = &c->f->lim;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		unsigned char ch = p[i];
+
+		if (c->head_start_ms == 0)
+			c->head_start_ms = now_ms();
+		c->head_bytes++;
+		if (ch == '\n') {
+			if (c->line_bytes == 0 && !c->in_first_line) {
+				/* The empty line ends the head. */
+				c->state = FC_IN_REQUEST;
+				c->head_start_ms = 0;
+				i++;
+				break;
+			}
+			if (c->line_bytes == 0 && c->in_first_line) {
+				/* Empty lines before a request line are tolerated. */
+				continue;
+			}
+			c->in_first_line = 0;
+			c->line_bytes = 0;
+			continue;
+		}
+		if (ch == '\r')
+			continue;
+		c->line_bytes++;
+		/* Method, two spaces and "HTTP/1.1" around the target. */
+		if (c->in_first_line && c->line_bytes > lim->max_uri + 32) {
+			front_reject(c, 414);
+			break;
+		}
+		if (c->head_bytes > lim->max_header) {
+			front_reject(c, c->in_first_line ? 414 : 431);
+			break;
+		}
+	}
+	*consumed = i;
+}
+
+static enum bufferevent_filter_result front_input_filter(struct evbuffer *src, struct evbuffer *dst,
+    ev_ssize_t limit, enum bufferevent_flush_mode mode, void *arg)
+{
+	struct front_conn *c = arg;
+	struct evbuffer_iovec vec[8];
+	size_t off = 0;
+
+	(void)limit;
+	(void)mode;
+	if (c->state == FC_REJECTED) {
+		evbuffer_drain(src, evbuffer_get_length(src));
+		return BEV_OK;
+	}
+	while (c->state == FC_WAIT_HEAD && off < evbuffer_get_length(src)) {
+		struct evbuffer_ptr ptr;
+		int nvec;
+		size_t used;
+
+		evbuffer_ptr_set(src, &ptr, off, EVBUFFER_PTR_SET);
+		nvec = evbuffer_peek(src, -1, &ptr, vec, 8);
+		if (nvec <= 0)
+			break;
+		for (int i = 0; i < nvec && i < 8 && c->state == FC_WAIT_HEAD; i++) {
+			front_scan(c, vec[i].iov_base, vec[i].iov_len, &used);
+			off += used;
+		}
+	}
+	if (c->state == FC_REJECTED) {
+		evbuffer_drain(src, evbuffer_get_length(src));
+		return BEV_OK;
+	}
+	evbuffer_add_buffer(dst, src);
+	return BEV_OK;
+}
+
+static void front_sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct front *f = arg;
+	struct front_conn *c;
+	uint64_t now = now_ms();
+
+	(void)fd;
+	(void)what;
+	LIST_FOREACH(c, &f->conns, link) {
+		if (c->state == FC_WAIT_HEAD && c->head_start_ms != 0 &&
+		    now - c->head_start_ms >= f->lim.header_timeout_ms)
+			front_reject(c, 408);
+	}
+}
+
+static struct bufferevent *front_bevcb(struct event_base *base, void *arg)
+{
+	struct front *f = arg;
+	struct front_conn *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	c->f = f;
+	c->fd = -1;
+	c->in_first_line = 1;
+	c->sock = bufferevent_socket_new(base, -1, 0);
+	if (c->sock == NULL) {
+		free(c);
+		return NULL;
+	}
+	/* The filter stops pushing into the socket above this mark, so a client
+	 * that reads slowly shows up as data waiting in evhttp's output buffer,
+	 * which the proxy uses for flow control. */
+	bufferevent_setwatermark(c->sock, EV_WRITE, 16384, 65536);
+	c->filt = bufferevent_filter_new(c->sock, front_input_filter, NULL, 0, front_conn_release, c);
+	if (c->filt == NULL) {
+		bufferevent_free(c->sock);
+		free(c);
+		return NULL;
+	}
+	/* evhttp queues a whole reply before it enables writing, and a 2.1
+	 * filter only moves output when data arrives while writing is enabled:
+	 * run the filter's output callback from the loop, after evhttp is done. */
+	evbuffer_defer_callbacks(bufferevent_get_output(c->filt), base);
+	LIST_INSERT_HEAD(&f->conns, c, link);
+	f->nconns++;
+	if (f->nconns >= f->lim.max_connections && !f->paused) {
+		log_warn("front", "%zu client connections: accepting paused until one closes", f->nconns);
+		f->paused = 1;
+		front_accept_set(f, 0);
+	}
+	return c->filt;
+}
+
+/* fd -> guard, filled lazily: evhttp sets the socket after creating the
+ * bufferevent. */
+static struct front_conn *front_conn_of(struct front *f, struct evhttp_request *req)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct bufferevent *filt;
+	evutil_socket_t fd;
+	struct front_conn *c;
+
+	if (evcon == NULL)
+		return NULL;
+	filt = evhttp_connection_get_bufferevent(evcon);
+	fd = bufferevent_getfd(filt);
+	if (fd < 0)
+		return NULL;
+	if ((size_t)fd < f->nbyfd && f->byfd[fd] != NULL && f->byfd[fd]->filt == filt)
+		return f->byfd[fd];
+	LIST_FOREACH(c, &f->conns, link) {
+		if (c->filt == filt)
+			break;
+	}
+	if (c == NULL)
+		return NULL;
+	if ((size_t)fd >= f->nbyfd) {
+		size_t n = f->nbyfd ? f->nbyfd : 1024;
+		struct front_conn **nb;
+
+		while (n <= (size_t)fd)
+			n *= 2;
+		nb = realloc(f->byfd, n * sizeof(*nb));
+		if (nb == NULL)
+			return c;
+		memset(nb + f->nbyfd, 0, (n - f->nbyfd) * sizeof(*nb));
+		f->byfd = nb;
+		f->nbyfd = n;
+	}
+	c->fd = fd;
+	f->byfd[fd] = c;
+	return c;
+}
+
+void front_request_done(struct front *f, struct evhttp_request *req)
+{
+	struct front_conn *c = front_conn_of(f, req);
+
+	if (c == NULL || c->state != FC_IN_REQUEST)
+		return;
+	c->state = FC_WAIT_HEAD;
+	c->head_bytes = 0;
+	c->line_bytes = 0;
+	c->in_first_line = 1;
+	/* A pipelined next request may already be buffered: its clock starts now. */
+	c->head_start_ms = evbuffer_get_length(bufferevent_get_input(c->filt)) > 0 ? now_ms() : 0;
+}
+
+static void front_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct front *f = arg;
+
+	(void)fd;
+	(void)what;
+	f->backoff_ms = 0;
+	if (f->stopping || f->nconns >= f->lim.max_connections)
+		return;
+	f->paused = 0;
+	front_accept_set(f, 1);
+}
+
+static void front_accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+	struct front *f = front_active;
+	int err = EVUTIL_SOCKET_ERROR();
+	struct timeval tv;
+
+	(void)lev;
+	(void)arg;
+	if (f == NULL)
+		return;
+	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
+		log_warn("front", "accept: %s", evutil_socket_error_to_string(err));
+		return;
+	}
+	/* Out of descriptors: spinning on accept would burn the CPU without
+	 * serving anyone. Pause, and back off while it persists. */
+	f->backoff_ms = f->backoff_ms ? f->backoff_ms * 2 : 100;
+	if (f->backoff_ms > 2000)
+		f->backoff_ms = 2000;
+	if (!f->paused)
+		log_warn("front", "accept: %s; pausing accepts for %ums", evutil_socket_error_to_string(err),
+		    f->backoff_ms);
+	f->paused = 1;
+	front_accept_set(f, 0);
+	tv.tv_sec = f->backoff_ms / 1000;
+	tv.tv_usec = (f->backoff_ms % 1000) * 1000;
+	evtimer_add(f->resume, &tv);
+}
+
+struct front *front_new(struct event_base *base, struct evhttp *http, const struct limits_conf *lim)
+{
+	struct front *f = calloc(1, sizeof(*f));
+	struct timeval tv;
+	unsigned tick;
+
+	if (f == NULL)
+		return NULL;
+	f->base = base;
+	f->http = http;
+	f->lim = *lim;
+	LIST_INIT(&f->conns);
+	f->sweep = event_new(base, -1, EV_PERSIST, front_sweep_cb, f);
+	f->resume = evtimer_new(base, front_resume_cb, f);
+	if (f->sweep == NULL || f->resume == NULL) {
+		front_free(f);
+		return NULL;
+	}
+	/* A quarter of the header timeout keeps the answer within 25% late. */
+	tick = lim->header_timeout_ms / 4;
+	if (tick < 50)
+		tick = 50;
+	if (tick > 1000)
+		tick = 1000;
+	tv.tv_sec = tick / 1000;
+	tv.tv_usec = (tick % 1000) * 1000;
+	event_add(f->sweep, &tv);
+
+	front_active = f;
+	evhttp_set_bevcb(http, front_bevcb, f);
+	/* evhttp's own cap sits above ours so that the guard answers first. */
+	evhttp_set_max_headers_size(http, (ev_ssize_t)(lim->max_header + lim->max_uri + 1024));
+	evhttp_set_max_body_size(http, (ev_ssize_t)lim->max_body);
+	tv.tv_sec = lim->idle_timeout_ms / 1000;
+	tv.tv_usec = (lim->idle_timeout_ms % 1000) * 1000;
+	evhttp_set_timeout_tv(http, &tv);
+	evhttp_set_default_content_type(http, NULL);
+	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+	    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+	    EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+	return f;
+}
+
+int front_listen(struct front *f, const struct listener_conf *l, size_t n)
+{
+	f->listeners = calloc(n, sizeof(*f->listeners));
+	if (f->listeners == NULL && n > 0)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		struct sockaddr_storage ss;
+		int sslen = sizeof(ss);
+		char buf[300];
+		struct evconnlistener *lev;
+
+		snprintf(buf, sizeof(buf), strchr(l[i].address, ':') ? "[%s]:%u" : "%s:%u",
+		    l[i].address, (unsigned)l[i].port);
+		if (evutil_parse_sockaddr_port(buf, (struct sockaddr *)&ss, &sslen) != 0) {
+			log_err("front", "listener %s: not a numeric address", buf);
+			return -1;
+		}
+		lev = evconnlistener_new_bind(f->base, NULL, NULL,
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED,
+		    1024, (struct sockaddr *)&ss, sslen);
+		if (lev == NULL) {
+			log_err("front", "cannot listen on %s: %s", buf,
+			    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+			return -1;
+		}
+		f->listeners[i].lev = lev;
+		f->nlisteners++;
+		if (evhttp_bind_listener(f->http, lev) == NULL) {
+			log_err("front", "cannot serve %s", buf);
+			return -1;
+		}
+		evconnlistener_set_error_cb(lev, front_accept_error_cb);
+		log_info("front", "listening on %s (http)", buf);
+	}
+	front_accept_set(f, 1);
+	return 0;
+}
+
+void front_stop_accepting(struct front *f)
+{
+	f->stopping = 1;
+	front_accept_set(f, 0);
+}
+
+size_t front_conn_count(const struct front *f)
+{
+	return f->nconns;
+}
+
+/* Call after evhttp_free(). libevent finalizes the filters evhttp freed later
+ * (at the latest in event_base_free()), so guards still listed are only
+ * detached here; their release frees them. */
+void front_free(struct front *f)
+{
+	struct front_conn *c;
+
+	if (f == NULL)
+		return;
+	while ((c = LIST_FIRST(&f->conns)) != NULL) {
+		LIST_REMOVE(c, link);
+		c->f = NULL;
+	}
+	if (f->sweep)
+		event_free(f->sweep);
+	if (f->resume)
+		event_free(f->resume);
+	free(f->byfd);
+	free(f->listeners);
+	if (front_active == f)
+		front_active = NULL;
+	free(f);
+}

@@ -1,0 +1,611 @@
+/* proxy: one request's life.
+ *
+ * evhttp has read the whole request when proxy_handle() runs. The request is
+ * routed, an endpoint of its group is picked, and the upstream room carries
+ * the exchange; the response head and body are relayed to the client as they
+ * arrive. A request's state (struct preq) ends in preq_finish() only. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/http_struct.h>
+#include <event2/keyvalq_struct.h>
+
+#include "front.h"
+#include "log.h"
+#include "openapi.h"
+#include "proxy.h"
+#include "router.h"
+#include "upstream.h"
+
+/* A failed endpoint of a load_balance or failover group is skipped this long. */
+#define ENDPOINT_SUSPEND_US	(5 * 1000000ULL)
+
+struct proxy {
+	struct evhttp *http;
+	struct front *front;
+	struct upstream *up;
+	const struct router *rt;
+	struct limits_conf lim;
+	uint64_t next_rid;
+	size_t inflight;
+};
+
+struct preq {
+	struct proxy *p;
+	struct evhttp_request *req;
+	struct evhttp_connection *evcon;
+	uint64_t rid;
+	uint64_t start_us;
+	int method;
+	const char *method_name;
+	struct ep_group *group;
+	size_t start_idx;		/* first endpoint tried */
+	size_t tries;			/* endpoints tried so far */
+	struct endpoint *ep;
+	struct url *url;		/* held for the whole exchange */
+	char *target;			/* upstream path and query */
+	size_t rem_off;			/* remainder after the base path, in path[] */
+	const char *query;		/* raw query in the request URI, or NULL */
+	struct up_exchange ex;
+	struct evbuffer *chunk;
+	int status;
+	uint64_t bytes;
+	int started;			/* response head sent to the client */
+	char path[];			/* normalized path, max_uri + 1 bytes */
+};
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static const char *const hop_headers[] = {
+	"Connection", "Keep-Alive", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
+	"Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
+};
+
+static int list_has_token(const char *list, const char *name)
+{
+	size_t nl = strlen(name);
+
+	for (const char *p = list; *p;) {
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		const char *s = p;
+
+		while (*p && *p != ',')
+			p++;
+		const char *e = p;
+
+		while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+			e--;
+		if ((size_t)(e - s) == nl && strncasecmp(s, name, nl) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+int proxy_hop_header(const char *name, const char *conn)
+{
+	for (size_t i = 0; i < sizeof(hop_headers) / sizeof(hop_headers[0]); i++)
+		if (strcasecmp(name, hop_headers[i]) == 0)
+			return 1;
+	if (strncasecmp(name, "Proxy-", 6) == 0)
+		return 1;
+	return conn != NULL && list_has_token(conn, name);
+}
+
+/* Every Connection header's tokens, joined: a message may carry several. */
+static char *connection_tokens(struct evkeyvalq *h)
+{
+	struct evkeyval *kv;
+	size_t len = 0;
+	char *s;
+
+	TAILQ_FOREACH(kv, h, next)
+		if (strcasecmp(kv->key, "Connection") == 0)
+			len += strlen(kv->value) + 1;
+	if (len == 0)
+		return NULL;
+	s = malloc(len + 1);
+	if (s == NULL)
+		return NULL;
+	s[0] = '\0';
+	TAILQ_FOREACH(kv, h, next) {
+		if (strcasecmp(kv->key, "Connection") == 0) {
+			strcat(s, kv->value);
+			strcat(s, ",");
+		}
+	}
+	return s;
+}
+
+int proxy_build_head(struct evbuffer *out, const struct proxy_fwd *f, struct evkeyvalq *in)
+{
+	struct evkeyval *kv;
+	char *conn = connection_tokens(in);
+	const char *xff = NULL, *host = NULL;
+
+	evbuffer_add_printf(out, "%s %s HTTP/1.1\r\nHost: %s\r\n", f->method, f->target,
+	    f->url->authority);
+	TAILQ_FOREACH(kv, in, next) {
+		const char *k = kv->key;
+
+		if (strcasecmp(k, "Host") == 0) {
+			if (host == NULL)
+				host = kv->value;
+			continue;
+		}
+		if (strcasecmp(k, "X-Forwarded-For") == 0) {
+			xff = kv->value;	/* the last one is the nearest hop */
+			continue;
+		}
+		/* The gateway frames the body itself; Expect was answered by
+		 * the front already; X-Forwarded-Proto/Host describe this hop. */
+		if (strcasecmp(k, "Content-Length") == 0 || strcasecmp(k, "Expect") == 0 ||
+		    strcasecmp(k, "X-Forwarded-Proto") == 0 || strcasecmp(k, "X-Forwarded-Host") == 0 ||
+		    proxy_hop_header(k, conn))
+			continue;
+		evbuffer_add_printf(out, "%s: %s\r\n", k, kv->value);
+	}
+	if (xff != NULL)
+		evbuffer_add_printf(out, "X-Forwarded-For: %s, %s\r\n", xff, f->client_addr);
+	else
+		evbuffer_add_printf(out, "X-Forwarded-For: %s\r\n", f->client_addr);
+	evbuffer_add_printf(out, "X-Forwarded-Proto: %s\r\n", f->proto);
+	if (host != NULL)
+		evbuffer_add_printf(out, "X-Forwarded-Host: %s\r\n", host);
+	if (f->body_len >= 0)
+		evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)f->body_len);
+	evbuffer_add(out, "\r\n", 2);
+	free(conn);
+	return 0;
+}
+
+void proxy_copy_response_headers(struct evkeyvalq *from, struct evkeyvalq *to, int status)
+{
+	struct evkeyval *kv;
+	char *conn = connection_tokens(from);
+
+	TAILQ_FOREACH(kv, from, next) {
+		if (proxy_hop_header(kv->key, conn))
+			continue;
+		/* A 204 has no body, so no length either. */
+		if (status == 204 && strcasecmp(kv->key, "Content-Length") == 0)
+			continue;
+		evhttp_add_header(to, kv->key, kv->value);
+	}
+	free(conn);
+}
+
+static const char *method_str(enum evhttp_cmd_type t, int *m)
+{
+	switch (t) {
+	case EVHTTP_REQ_GET: *m = M_GET; return "GET";
+	case EVHTTP_REQ_HEAD: *m = M_HEAD; return "HEAD";
+	case EVHTTP_REQ_POST: *m = M_POST; return "POST";
+	case EVHTTP_REQ_PUT: *m = M_PUT; return "PUT";
+	case EVHTTP_REQ_DELETE: *m = M_DELETE; return "DELETE";
+	case EVHTTP_REQ_PATCH: *m = M_PATCH; return "PATCH";
+	case EVHTTP_REQ_OPTIONS: *m = M_OPTIONS; return "OPTIONS";
+	case EVHTTP_REQ_TRACE: *m = M_TRACE; return "TRACE";
+	case EVHTTP_REQ_CONNECT: *m = -1; return "CONNECT";
+	}
+	*m = -1;
+	return "-";
+}
+
+static void preq_log(struct preq *r)
+{
+	char client[80];
+	const char *addr = "-";
+	ev_uint16_t port = 0;
+
+	if (!log_access_enabled())
+		return;
+	if (r->evcon != NULL)
+		evhttp_connection_get_peer(r->evcon, (char **)&addr, &port);
+	snprintf(client, sizeof(client), "%s:%u", addr ? addr : "-", (unsigned)port);
+	struct log_access_rec rec = {
+		.client = client,
+		.method = r->method_name,
+		.target = evhttp_request_get_uri(r->req),
+		.status = r->status,
+		.bytes = r->bytes,
+		.backend = r->url ? r->url->text : "-",
+		.usec = now_us() - r->start_us,
+		.rid = r->rid,
+	};
+	log_access(&rec);
+}
+
+/* The single end of a request's state. 'reply' finishes the client response
+ * (send_reply_end); without it evhttp or the caller has dealt with it. */
+static void preq_free(struct preq *r)
+{
+	r->p->inflight--;
+	if (r->url != NULL)
+		url_unref(r->url);
+	if (r->ex.head != NULL)
+		evbuffer_free(r->ex.head);
+	if (r->chunk != NULL)
+		evbuffer_free(r->chunk);
+	free(r->target);
+	free(r);
+}
+
+static void preq_detach(struct preq *r)
+{
+	if (r->evcon != NULL)
+		evhttp_connection_set_closecb(r->evcon, NULL, NULL);
+	front_request_done(r->p->front, r->req);
+}
+
+static void preq_fault(struct preq *r, int status, int code, const char *message, const char *desc)
+{
+	struct evbuffer *b = evhttp_request_get_output_buffer(r->req);
+	struct evkeyvalq *oh = evhttp_request_get_output_headers(r->req);
+	char body[512];
+	int n = front_fault_body(body, sizeof(body), code, message, desc);
+
+	evhttp_add_header(oh, "Content-Type", "application/json");
+	evbuffer_add(b, body, (size_t)n);
+	r->status = status;
+	r->bytes = r->method == M_HEAD ? 0 : (uint64_t)n;
+	preq_detach(r);
+	preq_log(r);
+	evhttp_send_reply(r->req, status, NULL, NULL);
+	preq_free(r);
+}
+
+static void preq_bad_gateway(struct preq *r, const char *desc)
+{
+	preq_fault(r, 502, 101503, "Runtime Error", desc);
+}
+
+/* The client connection went away (evhttp is freeing it). */
+static void preq_client_closed(struct evhttp_connection *evcon, void *arg)
+{
+	struct preq *r = arg;
+
+	(void)evcon;
+	log_debug("proxy", "rid=%llu client closed the connection", (unsigned long long)r->rid);
+	upstream_abort(&r->ex);
+	r->status = r->started ? r->status : 499;
+	r->evcon = NULL;
+	preq_log(r);
+	/* A request evhttp detached from its failing connection is ours to free;
+	 * one still attached goes with the connection. */
+	if (evhttp_request_get_connection(r->req) == NULL)
+		evhttp_request_free(r->req);
+	preq_free(r);
+}
+
+static void on_head(void *arg, int status, struct evkeyvalq *headers, int64_t clen, int bodyless)
+{
+	struct preq *r = arg;
+	struct evkeyvalq *oh = evhttp_request_get_output_headers(r->req);
+	struct evkeyvalq *ih = evhttp_request_get_input_headers(r->req);
+
+	(void)bodyless;
+	proxy_copy_response_headers(headers, oh, status);
+	/* An HTTP/1.0 client cannot take chunks: without a length the body ends
+	 * with the connection, so it must not stay open. */
+	if (clen < 0 && !bodyless) {
+		/* evhttp 2.1 has no accessor for the version: http_struct.h is
+		 * its public layout. */
+		if (r->req->major == 1 && r->req->minor == 0)
+			evhttp_remove_header(ih, "Connection");
+	}
+	r->status = status;
+	r->started = 1;
+	evhttp_send_reply_start(r->req, status, NULL);
+}
+
+static void on_drained(struct evhttp_connection *evcon, void *arg)
+{
+	struct preq *r = arg;
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+
+	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		upstream_resume(&r->ex);
+}
+
+static int on_body(void *arg, struct evbuffer *src, size_t n)
+{
+	struct preq *r = arg;
+	struct bufferevent *bev;
+
+	evbuffer_remove_buffer(src, r->chunk, n);
+	r->bytes += n;
+	evhttp_send_reply_chunk_with_cb(r->req, r->chunk, on_drained, r);
+	/* Bytes the socket would not take yet pile up in evhttp's buffer: stop
+	 * reading the backend until they are gone. */
+	bev = evhttp_connection_get_bufferevent(r->evcon);
+	return evbuffer_get_length(bufferevent_get_output(bev)) > 0;
+}
+
+static void on_done(void *arg)
+{
+	struct preq *r = arg;
+
+	preq_detach(r);
+	preq_log(r);
+	evhttp_send_reply_end(r->req);
+	preq_free(r);
+}
+
+static int preq_try_next(struct preq *r);
+
+static void on_error(void *arg, enum up_error err, int sent_head)
+{
+	struct preq *r = arg;
+	uint64_t now = now_us();
+
+	if (sent_head) {
+		/* Mid-body: the client must see a broken response, not a short one
+		 * that looks complete. Closing its connection says so. */
+		log_warn("proxy", "rid=%llu %s: %s after the response started", (unsigned long long)r->rid,
+		    r->url->text, up_error_name(err));
+		struct evhttp_connection *evcon = r->evcon;
+
+		evhttp_connection_set_closecb(evcon, NULL, NULL);
+		preq_log(r);
+		preq_free(r);
+		evhttp_connection_free(evcon);
+		return;
+	}
+	if (err == UP_ECONNECT || err == UP_ECONNTIMEOUT) {
+		if (r->group->neps > 1) {
+			if (r->ep->down_until <= now)
+				log_warn("proxy", "endpoint %s: %s; skipping it for %llus", r->url->text,
+				    up_error_name(err), ENDPOINT_SUSPEND_US / 1000000);
+			r->ep->down_until = now + ENDPOINT_SUSPEND_US;
+		} else {
+			log_debug("proxy", "rid=%llu %s: %s", (unsigned long long)r->rid, r->url->text,
+			    up_error_name(err));
+		}
+		if (r->tries < r->group->neps && preq_try_next(r) == 0)
+			return;
+		if (err == UP_ECONNTIMEOUT)
+			preq_fault(r, 504, 101504, "Runtime Error", "Timeout connecting to the back end");
+		else
+			preq_bad_gateway(r, "Error connecting to the back end");
+		return;
+	}
+	log_info("proxy", "rid=%llu %s%s: %s", (unsigned long long)r->rid, r->url->text, r->target,
+	    up_error_name(err));
+	if (err == UP_ETIMEOUT)
+		preq_fault(r, 504, 101504, "Runtime Error", "Timeout waiting for the back end");
+	else
+		preq_bad_gateway(r, "Invalid or broken response from the back end");
+}
+
+static const struct up_handler preq_handler = { on_head, on_body, on_done, on_error };
+
+/* Start the exchange with the next endpoint of the group. Returns -1 when
+ * every endpoint was tried. */
+static int preq_try_next(struct preq *r)
+{
+	struct ep_group *g = r->group;
+	uint64_t now = now_us();
+	size_t i, idx = 0, n = g->neps;
+
+	/* Healthy endpoints first; when all left are suspended, the next in
+	 * order is tried anyway rather than failing without trying. */
+	for (i = r->tries; i < n; i++) {
+		idx = (r->start_idx + i) % n;
+		if (g->eps[idx].down_until <= now)
+			break;
+	}
+	if (i == n) {
+		if (r->tries >= n)
+			return -1;
+		i = r->tries;
+		idx = (r->start_idx + i) % n;
+	}
+	r->tries = i + 1;	/* skipped endpoints count as tried */
+	r->ep = &g->eps[idx];
+	if (r->url != NULL)
+		url_unref(r->url);
+	r->url = url_ref(endpoint_url(r->ep));
+	free(r->target);
+	r->target = url_join(r->url, r->path + r->rem_off, strlen(r->path + r->rem_off), r->query);
+	if (r->target == NULL)
+		return -1;
+
+	struct evbuffer *body = evhttp_request_get_input_buffer(r->req);
+	size_t blen = evbuffer_get_length(body);
+	struct evkeyvalq *ih = evhttp_request_get_input_headers(r->req);
+	char *addr = NULL;
+	ev_uint16_t port;
+	int64_t clen = -1;
+
+	if (blen > 0 || r->method == M_POST || r->method == M_PUT || r->method == M_PATCH ||
+	    evhttp_find_header(ih, "Content-Length") != NULL ||
+	    evhttp_find_header(ih, "Transfer-Encoding") != NULL)
+		clen = (int64_t)blen;
+	evhttp_connection_get_peer(r->evcon, &addr, &port);
+	struct proxy_fwd fwd = {
+		.method = r->method_name,
+		.target = r->target,
+		.url = r->url,
+		.client_addr = addr ? addr : "unknown",
+		.proto = "http",
+		.body_len = clen,
+	};
+	if (r->ex.head == NULL)
+		r->ex.head = evbuffer_new();
+	else
+		evbuffer_drain(r->ex.head, evbuffer_get_length(r->ex.head));
+	if (r->ex.head == NULL)
+		return -1;
+	proxy_build_head(r->ex.head, &fwd, ih);
+	r->ex.body = blen > 0 ? body : NULL;
+	r->ex.idempotent = r->method != M_POST && r->method != M_PATCH;
+	r->ex.head_only = r->method == M_HEAD;
+	r->ex.timeout_ms = g->timeout_ms;
+	r->ex.h = &preq_handler;
+	r->ex.arg = r;
+	log_debug("proxy", "rid=%llu %s %s -> %s%s", (unsigned long long)r->rid, r->method_name,
+	    evhttp_request_get_uri(r->req), r->url->origin, r->target);
+	return upstream_start(r->p->up, r->url, &r->ex);
+}
+
+static void allow_header(unsigned bits, char *buf, size_t len)
+{
+	size_t off = 0;
+
+	buf[0] = '\0';
+	for (int m = 0; m < M__COUNT; m++) {
+		if (!(bits & (1u << m)))
+			continue;
+		off += (size_t)snprintf(buf + off, len - off, "%s%s", off ? ", " : "", method_name(m));
+		if (off >= len)
+			break;
+	}
+}
+
+/* Size of the request head as received, near enough for the 431 limit (the
+ * front guard counts exact bytes; this catches what it cannot see, such as a
+ * pipelined head). */
+static size_t head_size(struct evhttp_request *req)
+{
+	struct evkeyval *kv;
+	size_t n = strlen(evhttp_request_get_uri(req)) + 16;
+
+	TAILQ_FOREACH(kv, evhttp_request_get_input_headers(req), next)
+		n += strlen(kv->key) + strlen(kv->value) + 4;
+	return n;
+}
+
+static void proxy_handle(struct evhttp_request *req, void *arg)
+{
+	struct proxy *p = arg;
+	const char *uri = evhttp_request_get_uri(req);
+	size_t ulen = strlen(uri);
+	struct preq *r;
+	struct route rt;
+	const char *path = uri, *q;
+	size_t plen;
+	int nlen;
+
+	r = calloc(1, sizeof(*r) + p->lim.max_uri + 1);
+	if (r == NULL) {
+		evhttp_send_error(req, 500, NULL);
+		return;
+	}
+	p->inflight++;
+	r->p = p;
+	r->req = req;
+	r->evcon = evhttp_request_get_connection(req);
+	r->rid = ++p->next_rid;
+	r->start_us = now_us();
+	r->method_name = method_str(evhttp_request_get_command(req), &r->method);
+	r->chunk = evbuffer_new();
+	if (r->chunk == NULL) {
+		preq_fault(r, 500, 101500, "Internal Error", "Out of memory");
+		return;
+	}
+	if (ulen > p->lim.max_uri) {
+		preq_fault(r, 414, 900414, "URI Too Long", "The request URI is longer than the gateway accepts");
+		return;
+	}
+	if (head_size(req) > p->lim.max_header) {
+		preq_fault(r, 431, 900431, "Request Header Fields Too Large",
+		    "The request headers are larger than the gateway accepts");
+		return;
+	}
+	/* Absolute-form targets (proxy style) carry the path after the authority;
+	 * a target starting with "//" is a path, whatever evhttp made of it. */
+	if (uri[0] != '/') {
+		const char *s = strstr(uri, "://");
+
+		path = s ? strchr(s + 3, '/') : NULL;
+		if (path == NULL || strncasecmp(uri, "http", 4) != 0) {
+			preq_fault(r, 400, 900400, "Bad Request", "The request target is not a path");
+			return;
+		}
+	}
+	q = strchr(path, '?');
+	plen = q ? (size_t)(q - path) : strlen(path);
+	r->query = q ? q + 1 : NULL;
+	if (memchr(path, '#', plen) != NULL ||
+	    (nlen = router_normalize(path, plen, r->path, p->lim.max_uri + 1)) < 0) {
+		preq_fault(r, 400, 900400, "Bad Request", "The request path is not valid");
+		return;
+	}
+	switch (router_match(p->rt, r->method, r->path, (size_t)nlen, &rt)) {
+	case ROUTE_OK:
+		break;
+	case ROUTE_NOT_FOUND:
+		preq_fault(r, 404, 900906, "No matching resource found for given API Request",
+		    "The requested resource is not available.");
+		return;
+	case ROUTE_BAD_METHOD: {
+		char allow[128];
+
+		allow_header(rt.allow, allow, sizeof(allow));
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
+		preq_fault(r, 405, 900906, "Method not allowed",
+		    "The method is not allowed for the requested resource.");
+		return;
+	}
+	case ROUTE_BAD_PATH:
+		preq_fault(r, 400, 900400, "Bad Request", "The request path is not valid");
+		return;
+	}
+	r->rem_off = (size_t)(rt.remainder - r->path);
+	r->group = rt.res->prod[r->method];
+	if (r->group == NULL && r->method == M_HEAD)
+		r->group = rt.res->prod[M_GET];
+	if (r->group == NULL || r->group->neps == 0) {
+		preq_fault(r, 503, 101503, "Service Unavailable", "No production endpoint is available for this resource");
+		return;
+	}
+	r->start_idx = r->group->type == GROUP_LOAD_BALANCE ? r->group->rr++ % r->group->neps : 0;
+	evhttp_connection_set_closecb(r->evcon, preq_client_closed, r);
+	while (preq_try_next(r) != 0) {
+		if (r->tries >= r->group->neps) {
+			preq_bad_gateway(r, "Error connecting to the back end");
+			return;
+		}
+	}
+}
+
+struct proxy *proxy_new(struct evhttp *http, struct front *front, struct upstream *up,
+    const struct router *rt, const struct limits_conf *lim)
+{
+	struct proxy *p = calloc(1, sizeof(*p));
+
+	if (p == NULL)
+		return NULL;
+	p->http = http;
+	p->front = front;
+	p->up = up;
+	p->rt = rt;
+	p->lim = *lim;
+	evhttp_set_gencb(http, proxy_handle, p);
+	return p;
+}
+
+size_t proxy_inflight(const struct proxy *p)
+{
+	return p->inflight;
+}
+
+void proxy_free(struct proxy *p)
+{
+	free(p);
+}

@@ -1,0 +1,385 @@
+/* Unit tests of the etcd client's pure parts: base64, txn bodies, txn replies,
+ * error classification, API prefix choice and applying values to slots.
+ * The reply texts are the ones measured against etcd 3.4 (see
+ * ../shared/reference/etcd-v3-json.md). No network. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "discovery.h"
+#include "log.h"
+#include "tap.h"
+
+#define S(x) x, strlen(x)
+
+static void
+test_b64(void)
+{
+	static const struct { const char *plain, *enc; } v[] = {
+		{ "", "" }, { "f", "Zg==" }, { "fo", "Zm8=" }, { "foo", "Zm9v" },
+		{ "foob", "Zm9vYg==" }, { "fooba", "Zm9vYmE=" }, { "foobar", "Zm9vYmFy" },
+		{ "petstore", "cGV0c3RvcmU=" },
+		{ "http://127.0.0.1:9001/v2", "aHR0cDovLzEyNy4wLjAuMTo5MDAxL3Yy" },
+	};
+	size_t i, n;
+
+	for (i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		char *e = disc_b64_encode(v[i].plain, strlen(v[i].plain), &n);
+		unsigned char *d = disc_b64_decode(v[i].enc, strlen(v[i].enc), &n);
+
+		is_str(e, v[i].enc, "b64 encode '%s'", v[i].plain);
+		is_str((char *)d, v[i].plain, "b64 decode '%s'", v[i].enc);
+		is_int(n, strlen(v[i].plain), "b64 decoded length of '%s'", v[i].enc);
+		free(e);
+		free(d);
+	}
+	/* binary with NUL and high bytes round-trips */
+	{
+		unsigned char bin[256], *d;
+		char *e;
+
+		for (i = 0; i < 256; i++)
+			bin[i] = (unsigned char)i;
+		e = disc_b64_encode(bin, 256, &n);
+		d = disc_b64_decode(e, n, &n);
+		ok(d != NULL && n == 256 && memcmp(d, bin, 256) == 0, "b64 round-trips 256 bytes");
+		free(e);
+		free(d);
+	}
+	ok(disc_b64_decode(S("Zm9v!"), &n) == NULL, "b64 rejects a bad character");
+	ok(disc_b64_decode(S("Z"), &n) == NULL, "b64 rejects a lone char");
+	ok(disc_b64_decode(S("Zh=="), &n) == NULL, "b64 rejects non-canonical trailing bits");
+	{
+		unsigned char *d = disc_b64_decode(S("Zm8"), &n);
+
+		ok(d != NULL && n == 2 && memcmp(d, "fo", 2) == 0, "b64 accepts missing padding");
+		free(d);
+	}
+}
+
+static void
+test_txn_body(void)
+{
+	const char *keys[] = { "petstore", "a/b" };
+	char *body = disc_txn_body(keys, 2);
+	json_t *j = body ? json_loads(body, 0, NULL) : NULL;
+	json_t *s = json_object_get(j, "success");
+
+	ok(j != NULL, "txn body is JSON");
+	is_int(json_array_size(s), 2, "txn body has one op per key");
+	is_str(json_string_value(json_object_get(json_object_get(json_array_get(s, 0),
+	    "request_range"), "key")), "cGV0c3RvcmU=", "key 0 is base64 of 'petstore'");
+	is_str(json_string_value(json_object_get(json_object_get(json_array_get(s, 1),
+	    "request_range"), "key")), "YS9i", "key 1 is base64 of 'a/b'");
+	ok(json_object_get(j, "compare") == NULL, "no compare clause");
+	json_decref(j);
+	free(body);
+
+	is_int(disc_txn_count(1, DISC_MAX_TXN_OPS), 1, "1 key -> 1 txn");
+	is_int(disc_txn_count(128, DISC_MAX_TXN_OPS), 1, "128 keys -> 1 txn");
+	is_int(disc_txn_count(129, DISC_MAX_TXN_OPS), 2, "129 keys -> 2 txns");
+	is_int(disc_txn_count(1000, DISC_MAX_TXN_OPS), 8, "1000 keys -> 8 txns");
+	is_int(disc_txn_count(0, DISC_MAX_TXN_OPS), 0, "0 keys -> no txn");
+}
+
+/* Measured on etcd 3.4: a present key, then a missing one (no kvs, no count). */
+static const char txn_reply[] =
+    "{\"header\":{\"cluster_id\":\"14841639068965178418\",\"member_id\":\"10276657743932975437\","
+    "\"revision\":\"4\",\"raft_term\":\"2\"},\"succeeded\":true,\"responses\":["
+    "{\"response_range\":{\"header\":{\"revision\":\"4\"},\"kvs\":[{\"key\":\"cGV0c3RvcmU=\","
+    "\"create_revision\":\"2\",\"mod_revision\":\"4\",\"version\":\"3\","
+    "\"value\":\"aHR0cDovLzEyNy4wLjAuMTo5MDAxL3Yy\"}],\"count\":\"1\"}},"
+    "{\"response_range\":{\"header\":{\"revision\":\"4\"}}}]}";
+
+static void
+test_txn_parse(void)
+{
+	struct disc_kv kv[3];
+	const char *why;
+	int r;
+
+	r = disc_txn_parse(S(txn_reply), 2, kv, &why);
+	is_int(r, 0, "txn reply parses");
+	ok(kv[0].present, "key 0 present");
+	is_str(kv[0].value, "http://127.0.0.1:9001/v2", "key 0 value decoded");
+	is_int(kv[0].mod_revision, 4, "int64 as a JSON string ('mod_revision':'4')");
+	ok(!kv[1].present && kv[1].value == NULL, "missing kvs means absent");
+	disc_kv_clear(kv, 2);
+
+	r = disc_txn_parse(S("{\"responses\":[{\"response_range\":{\"kvs\":[]}}]}"), 1, kv, &why);
+	ok(r == 0 && !kv[0].present, "empty kvs means absent");
+	disc_kv_clear(kv, 1);
+
+	r = disc_txn_parse(S("{\"responses\":[{\"response_range\":{\"kvs\":[{\"key\":\"YQ==\","
+	    "\"mod_revision\":\"9\"}],\"count\":\"1\"}}]}"), 1, kv, &why);
+	ok(r == 0 && kv[0].present && kv[0].value && kv[0].len == 0,
+	    "kv without 'value' (proto3 empty) is present and empty");
+	disc_kv_clear(kv, 1);
+
+	r = disc_txn_parse(S("{\"responses\":[{\"response_range\":{\"kvs\":[{\"mod_revision\":5,"
+	    "\"value\":\"eA==\"}]}}]}"), 1, kv, &why);
+	ok(r == 0 && kv[0].mod_revision == 5, "int64 as a JSON number is accepted too");
+	disc_kv_clear(kv, 1);
+
+	r = disc_txn_parse(S(txn_reply), 3, kv, &why);
+	ok(r < 0 && why, "wrong number of responses is refused (%s)", why ? why : "");
+	ok(!kv[0].present && kv[0].value == NULL, "out is cleared on failure");
+
+	r = disc_txn_parse(S("404 page not found\n"), 1, kv, &why);
+	ok(r < 0 && why && strstr(why, "JSON"), "non-JSON 404 body is an error (%s)", why ? why : "");
+	r = disc_txn_parse("", 0, 1, kv, &why);
+	ok(r < 0 && why && strstr(why, "empty"), "empty body is an error");
+	r = disc_txn_parse(S("\x01\x02garbage{{{"), 1, kv, &why);
+	ok(r < 0, "garbage is an error");
+	r = disc_txn_parse(S("[1,2]"), 1, kv, &why);
+	ok(r < 0, "a JSON array is an error");
+	r = disc_txn_parse(S("{\"header\":{}}"), 1, kv, &why);
+	ok(r < 0, "no 'responses' is an error");
+	r = disc_txn_parse(S("{\"responses\":[{\"response_put\":{}}]}"), 1, kv, &why);
+	ok(r < 0, "a response that is not a response_range is an error");
+	r = disc_txn_parse(S("{\"responses\":[{\"response_range\":{\"kvs\":[{\"value\":\"!!\"}]}}]}"),
+	    1, kv, &why);
+	ok(r < 0 && why && strstr(why, "base64"), "a value that is not base64 is an error");
+	r = disc_txn_parse(S("{\"responses\":[{\"response_range\":{\"kvs\":[{\"value\":\"eA==\","
+	    "\"mod_revision\":\"four\"}]}}]}"), 1, kv, &why);
+	ok(r < 0, "a mod_revision that is not an int64 is an error");
+	r = disc_txn_parse(S("{\"responses\":[{\"response_range\":{\"kvs\":[{\"value\":\"eA==\"}]}},"
+	    "{\"response_range\":{\"kvs\":\"x\"}}]}"), 2, kv, &why);
+	ok(r < 0 && kv[0].value == NULL, "a bad second response clears the first");
+}
+
+static void
+test_classify(void)
+{
+	char msg[200];
+
+	is_int(disc_classify(200, S(txn_reply), msg, sizeof(msg)), DISC_OK, "200 JSON is ok");
+	is_int(disc_classify(0, NULL, 0, msg, sizeof(msg)), DISC_TRANSPORT, "no reply is transport");
+	/* the chunked 401 body (evhttp strips the chunking and the trailer) */
+	is_int(disc_classify(401, S("{\"error\":\"etcdserver: invalid auth token\","
+	    "\"message\":\"etcdserver: invalid auth token\",\"code\":16}"), msg, sizeof(msg)),
+	    DISC_AUTH_INVALID, "401 code 16 is an invalid token");
+	is_str(msg, "etcdserver: invalid auth token", "message kept for the log");
+	/* etcd 3.6: no 'error', code and message only */
+	is_int(disc_classify(401, S("{\"code\":16,\"message\":\"etcdserver: invalid auth token\"}"),
+	    msg, sizeof(msg)), DISC_AUTH_INVALID, "3.6-style code 16 without 'error'");
+	is_int(disc_classify(400, S("{\"code\":16,\"message\":\"x\"}"), msg, sizeof(msg)),
+	    DISC_AUTH_INVALID, "code 16 wins over the status");
+	is_int(disc_classify(400, S("{\"error\":\"etcdserver: authentication failed, invalid user ID "
+	    "or password\",\"message\":\"etcdserver: authentication failed, invalid user ID or "
+	    "password\",\"code\":3}"), msg, sizeof(msg)), DISC_AUTH_FAILED,
+	    "400 code 3 authentication failed is a wrong password");
+	is_int(disc_classify(400, S("{\"error\":\"etcdserver: user name is empty\",\"message\":"
+	    "\"etcdserver: user name is empty\",\"code\":3}"), msg, sizeof(msg)), DISC_AUTH_REQUIRED,
+	    "400 code 3 user name is empty: auth required");
+	is_int(disc_classify(400, S("{\"error\":\"etcdserver: authentication is not enabled\","
+	    "\"message\":\"etcdserver: authentication is not enabled\",\"code\":9}"), msg, sizeof(msg)),
+	    DISC_AUTH_DISABLED, "code 9 authentication is not enabled");
+	is_int(disc_classify(400, S("{\"code\":9}"), msg, sizeof(msg)), DISC_AUTH_DISABLED,
+	    "code 9 without a message");
+	is_int(disc_classify(400, S("{\"error\":\"etcdserver: too many operations in txn request\","
+	    "\"message\":\"etcdserver: too many operations in txn request\",\"code\":3}"),
+	    msg, sizeof(msg)), DISC_TOO_MANY_OPS, "too many operations in txn");
+	is_int(disc_classify(403, S("{\"message\":\"etcdserver: permission denied\",\"code\":7}"),
+	    msg, sizeof(msg)), DISC_PERMISSION, "code 7 permission denied");
+	is_int(disc_classify(503, S("{\"message\":\"etcdserver: request timed out\",\"code\":14}"),
+	    msg, sizeof(msg)), DISC_UNAVAILABLE, "code 14 is unavailable");
+	is_int(disc_classify(404, S("404 page not found\n"), msg, sizeof(msg)), DISC_NOT_FOUND,
+	    "plain-text 404 is not found (wrong prefix)");
+	ok(strstr(msg, "404 page not found") != NULL, "404 text in the message: %s", msg);
+	is_int(disc_classify(400, S("400 Bad Request: invalid header name"), msg, sizeof(msg)),
+	    DISC_ERROR, "plain-text 400 is an error");
+	is_int(disc_classify(502, S("<html>bad gateway</html>"), msg, sizeof(msg)),
+	    DISC_UNAVAILABLE, "non-JSON 5xx is unavailable");
+	is_int(disc_classify(200, S("garbage"), msg, sizeof(msg)), DISC_GARBAGE,
+	    "200 with a non-JSON body is garbage");
+	is_int(disc_classify(200, "", 0, msg, sizeof(msg)), DISC_GARBAGE, "200 empty body is garbage");
+	is_int(disc_classify(200, S("[]"), msg, sizeof(msg)), DISC_GARBAGE, "200 JSON array is garbage");
+	is_int(disc_classify(400, S("{\"message\":\"etcdserver: weird\",\"code\":3}"), msg, sizeof(msg)),
+	    DISC_ERROR, "unknown code 3 message is an error");
+	is_int(disc_classify(400, S("{\"message\":\"bad\x01\\nline\",\"code\":3}"), msg, sizeof(msg)),
+	    DISC_ERROR, "control bytes in a message...");
+	ok(strchr(msg, '\n') == NULL && strchr(msg, '\x01') == NULL, "...never reach the log line");
+}
+
+static void
+test_version(void)
+{
+	char ver[40];
+
+	is_str(disc_prefix_for_version(S("{\"etcdserver\":\"3.4.23\",\"etcdcluster\":\"3.4.0\"}"),
+	    ver, sizeof(ver)), "/v3", "3.4 -> /v3");
+	is_str(ver, "3.4.23", "version reported");
+	is_str(disc_prefix_for_version(S("{\"etcdserver\":\"3.5.9\",\"etcdcluster\":\"3.5.0\"}"),
+	    ver, sizeof(ver)), "/v3", "3.5 -> /v3");
+	is_str(disc_prefix_for_version(S("{\"etcdserver\":\"3.3.25\"}"), ver, sizeof(ver)),
+	    "/v3beta", "3.3 -> /v3beta");
+	is_str(disc_prefix_for_version(S("{\"etcdserver\":\"3.2.32\"}"), ver, sizeof(ver)),
+	    "/v3alpha", "3.2 -> /v3alpha");
+	ok(disc_prefix_for_version(S("404 page not found"), ver, sizeof(ver)) == NULL,
+	    "non-JSON /version -> NULL");
+	ok(disc_prefix_for_version(S("{\"version\":\"1.0\"}"), ver, sizeof(ver)) == NULL,
+	    "not etcd -> NULL");
+	ok(disc_prefix_for_version(S("{\"etcdserver\":\"2.3.8\"}"), ver, sizeof(ver)) == NULL,
+	    "etcd v2 -> NULL");
+}
+
+static struct disc_kv
+kv_of(const char *v)
+{
+	struct disc_kv kv = { 0 };
+
+	if (v != NULL) {
+		kv.present = 1;
+		kv.value = (char *)v;
+		kv.len = strlen(v);
+	}
+	return kv;
+}
+
+static void
+test_apply(void)
+{
+	struct event_base *base = event_base_new();
+	char *urls[] = { (char *)"http://127.0.0.1:1" };
+	struct etcd_conf conf = { .urls = urls, .nurls = 1, .timer_ms = 500, .timeout_ms = 200 };
+	struct disc *d = disc_new(base, &conf);
+	struct disc_slot *s, *t, *keys[300];
+	struct disc_kv kv;
+	struct url *held;
+	char name[32];
+	size_t i;
+
+	ok(d != NULL, "disc_new");
+	s = disc_slot(d, "petstore");
+	t = disc_slot(d, "other");
+	ok(s && t && s != t, "two slots");
+	ok(disc_slot(d, "petstore") == s, "find-or-create returns the same slot");
+	ok(s->url == NULL, "a new slot has no URL (the default applies)");
+	for (i = 0; i < 300; i++) {
+		snprintf(name, sizeof(name), "key-%zu", i);
+		keys[i] = disc_slot(d, name);
+	}
+	for (i = 0; i < 300; i++) {
+		snprintf(name, sizeof(name), "key-%zu", i);
+		if (disc_slot(d, name) != keys[i] || strcmp(keys[i]->key, name) != 0)
+			break;
+	}
+	is_int(i, 300, "300 slots found again after the hash grew");
+	ok(disc_slot(d, "petstore") == s, "first slot still found");
+	is_int(disc_nslots(d), 302, "302 slots");
+	is_int(disc_txn_count(disc_nslots(d), DISC_MAX_TXN_OPS), 3, "302 keys -> 3 txns");
+
+	kv = kv_of("http://127.0.0.1:9001/v2");
+	is_int(disc_apply(d, s, &kv), 1, "a URL value changes the slot");
+	is_str(s->url ? s->url->text : NULL, "http://127.0.0.1:9001/v2", "slot URL set");
+	is_int(disc_apply(d, s, &kv), 0, "same value again: no change");
+	held = url_ref(s->url);		/* a request in flight */
+
+	kv = kv_of("not a url");
+	is_int(disc_apply(d, s, &kv), 0, "a value that is not a URL changes nothing");
+	is_str(s->url ? s->url->text : NULL, "http://127.0.0.1:9001/v2", "previous URL kept");
+	kv = kv_of("ftp://x/y");
+	is_int(disc_apply(d, s, &kv), 0, "ftp:// is refused");
+	kv = kv_of("/relative/path");
+	is_int(disc_apply(d, s, &kv), 0, "a relative path is refused");
+	kv = kv_of("");
+	is_int(disc_apply(d, s, &kv), 0, "an empty value is refused");
+	kv.present = 1;
+	kv.value = (char *)"http://a\0b";
+	kv.len = 10;
+	is_int(disc_apply(d, s, &kv), 0, "a value with a NUL byte is refused");
+
+	kv = kv_of("http://127.0.0.1:9002/v3\n");
+	is_int(disc_apply(d, s, &kv), 1, "a new URL (trailing newline trimmed) replaces it");
+	is_str(s->url ? s->url->text : NULL, "http://127.0.0.1:9002/v3", "slot URL replaced");
+	is_str(held->text, "http://127.0.0.1:9001/v2", "the in-flight request keeps its URL");
+	url_unref(held);
+
+	kv = kv_of(NULL);
+	is_int(disc_apply(d, s, &kv), 1, "a deleted key changes the slot");
+	ok(s->url == NULL, "deleted key -> default (NULL)");
+	is_int(disc_apply(d, s, &kv), 0, "still deleted: no change");
+	kv = kv_of("not a url");
+	is_int(disc_apply(d, s, &kv), 0, "a bad value after delete keeps the default");
+	ok(s->url == NULL, "still the default");
+	kv = kv_of("https://example.com:8443/api");
+	is_int(disc_apply(d, t, &kv), 1, "https URL accepted");
+	ok(t->url && t->url->tls && t->url->port == 8443, "https URL parsed");
+
+	disc_free(d);
+
+	/* a disc freed with a poll in flight (nobody listening on port 1 or the
+	 * request still connecting) must not call back into freed memory */
+	d = disc_new(base, &conf);
+	disc_slot(d, "a");
+	is_int(disc_start(d), 0, "disc_start with a dead member");
+	event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	disc_free(d);
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	ok(1, "disc_free with a request in flight");
+
+	/* a member that accepts and never answers: the request is in flight */
+	{
+		struct sockaddr_in sa = { .sin_family = AF_INET };
+		socklen_t sl = sizeof(sa);
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		char url[64];
+		struct timeval tv = { 0, 350000 };
+
+		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+		listen(fd, 16);
+		getsockname(fd, (struct sockaddr *)&sa, &sl);
+		snprintf(url, sizeof(url), "http://127.0.0.1:%u", ntohs(sa.sin_port));
+		urls[0] = url;
+		d = disc_new(base, &conf);
+		s = disc_slot(d, "a");
+		is_int(disc_start(d), 0, "disc_start with a hanging member");
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		disc_free(d);
+		event_base_loopexit(base, &tv);
+		event_base_dispatch(base);
+		ok(1, "disc_free with a request sent and unanswered");
+
+		/* the hard deadline (200 ms) ends the poll; the slot keeps its default */
+		d = disc_new(base, &conf);
+		s = disc_slot(d, "a");
+		is_int(disc_start(d), 0, "disc_start again");
+		event_base_loopexit(base, &tv);
+		event_base_dispatch(base);
+		ok(s->url == NULL, "hanging member: default kept after the deadline");
+		disc_free(d);
+		close(fd);
+	}
+
+	conf.nurls = 0;
+	d = disc_new(base, &conf);
+	ok(d == NULL, "no URLs -> no discovery");
+	urls[0] = (char *)"not a url";
+	conf.nurls = 1;
+	d = disc_new(base, &conf);
+	ok(d == NULL, "no usable URL -> no discovery");
+	event_base_free(base);
+}
+
+int
+main(void)
+{
+	log_set_level(getenv("TEST_VERBOSE") ? LOG_DEBUG : LOG_ERR);
+	test_b64();
+	test_txn_body();
+	test_txn_parse();
+	test_classify();
+	test_version();
+	test_apply();
+	return tap_done();
+}
