@@ -33,6 +33,10 @@ struct route {
  * escape as sent (%2F stays %2F). Returns the length, or -1 for a path that
  * climbs above "/", contains %00 or a malformed escape, or exceeds buflen. */
 int router_normalize(const char *path, size_t len, char *buf, size_t buflen);
+/* The same, also telling how many leading bytes of the result no ".." ever
+ * climbed back over (SIZE_MAX when there was no ".."): a path whose dot
+ * segments climbed above the base path of the API it lands in is refused. */
+int router_normalize_kept(const char *path, size_t len, char *buf, size_t buflen, size_t *kept);
 
 /* Match an already normalized path. HEAD matches where GET is declared. */
 enum route_status router_match(const struct router *r, int method, const char *npath,

@@ -498,7 +498,7 @@ static void proxy_handle(struct evhttp_request *req, void *arg)
 	struct preq *r;
 	struct route rt;
 	const char *path = uri, *q;
-	size_t plen;
+	size_t plen, kept;
 	int nlen;
 
 	r = calloc(1, sizeof(*r) + p->lim.max_uri + 1);
@@ -542,7 +542,7 @@ static void proxy_handle(struct evhttp_request *req, void *arg)
 	plen = q ? (size_t)(q - path) : strlen(path);
 	r->query = q ? q + 1 : NULL;
 	if (memchr(path, '#', plen) != NULL ||
-	    (nlen = router_normalize(path, plen, r->path, p->lim.max_uri + 1)) < 0) {
+	    (nlen = router_normalize_kept(path, plen, r->path, p->lim.max_uri + 1, &kept)) < 0) {
 		preq_fault(r, 400, 900400, "Bad Request", "The request path is not valid");
 		return;
 	}
@@ -550,6 +550,11 @@ static void proxy_handle(struct evhttp_request *req, void *arg)
 	case ROUTE_OK:
 		break;
 	case ROUTE_NOT_FOUND:
+		if (kept == 0) {
+			/* Climbed back to the root: above whatever API it began in. */
+			preq_fault(r, 400, 900400, "Bad Request", "The request path climbs above the API base path");
+			return;
+		}
 		preq_fault(r, 404, 900906, "No matching resource found for given API Request",
 		    "The requested resource is not available.");
 		return;
@@ -564,6 +569,10 @@ static void proxy_handle(struct evhttp_request *req, void *arg)
 	}
 	case ROUTE_BAD_PATH:
 		preq_fault(r, 400, 900400, "Bad Request", "The request path is not valid");
+		return;
+	}
+	if (kept < strlen(rt.api->base_path) && strcmp(rt.api->base_path, "/") != 0) {
+		preq_fault(r, 400, 900400, "Bad Request", "The request path climbs above the API base path");
 		return;
 	}
 	r->rem_off = (size_t)(rt.remainder - r->path);

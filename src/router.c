@@ -511,8 +511,14 @@ dot_segment(const char *s, size_t n)
 int
 router_normalize(const char *path, size_t len, char *buf, size_t buflen)
 {
+	return router_normalize_kept(path, len, buf, buflen, NULL);
+}
+
+int
+router_normalize_kept(const char *path, size_t len, char *buf, size_t buflen, size_t *kept)
+{
 	const char *p, *end = path + len, *s;
-	size_t n = 0, i;
+	size_t n = 0, i, low = SIZE_MAX;
 	int trailing = 0;
 
 	if (path == NULL || len == 0 || path[0] != '/' || buf == NULL)
@@ -551,6 +557,8 @@ router_normalize(const char *path, size_t len, char *buf, size_t buflen)
 				return -1;
 			while (buf[--n] != '/')
 				;
+			if (n < low)
+				low = n;
 			trailing = 1;
 			break;
 		default:
@@ -570,6 +578,8 @@ router_normalize(const char *path, size_t len, char *buf, size_t buflen)
 	}
 	if (n < buflen)
 		buf[n] = '\0';	/* a convenience when there is room */
+	if (kept != NULL)
+		*kept = low;
 	return (int)n;
 }
 
