@@ -24,6 +24,11 @@ void front_free(struct front *f);
  * runs only while a request head is being read. */
 void front_request_done(struct front *f, struct evhttp_request *req);
 
+/* Call fn(arg) if the client connection of req goes away before
+ * front_request_done(); evhttp's close callback belongs to the guard. */
+typedef void (*front_close_fn)(void *arg);
+void front_on_close(struct front *f, struct evhttp_request *req, front_close_fn fn, void *arg);
+
 /* The WSO2-style JSON fault body shared by every error answer. */
 int front_fault_body(char *buf, size_t len, int code, const char *message, const char *description);
 

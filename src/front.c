@@ -1,15 +1,16 @@
 /* front: listeners and the per-connection guard in front of evhttp.
  *
  * evhttp answers an over-long head with 413 and a slow one with a silent
- * close. Users expect 414, 431 and 408, so every accepted socket gets a thin
- * bufferevent filter between it and evhttp: it watches the bytes of each
- * request head (without copying them), and when a limit is crossed it writes
- * the answer on the socket itself and makes evhttp let go of the connection.
+ * close. Users expect 414, 431 and 408, so each accepted connection gets a
+ * guard: a callback on the socket's input buffer watches the bytes of each
+ * request head as they arrive (without copying them), and when a limit is
+ * crossed the guard takes the socket's callbacks over from evhttp, writes the
+ * answer, and frees the evhttp connection once it is out.
  *
- * Ownership: evhttp owns the filter; this room owns the socket bufferevent
- * under it and the guard. The filter's free_context callback is the one place
- * where a connection ends: the socket is flushed (bounded by a timeout) and
- * then freed. */
+ * evhttp owns the connection; the guard lives exactly as long as it: it is
+ * attached to the evhttp connection right after the accept (by an event of
+ * the highest priority, so before any I/O of that socket is handled) and
+ * freed from the connection's close callback. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <event2/http.h>
 #include <event2/listener.h>
 
@@ -30,20 +32,23 @@
 enum fc_state {
 	FC_WAIT_HEAD,	/* between requests or inside a head */
 	FC_IN_REQUEST,	/* head complete: body, handling, response */
-	FC_REJECTED,	/* an error answer is queued; input is dropped */
+	FC_REJECTED,	/* an error answer is going out */
 };
 
 struct front_conn {
 	LIST_ENTRY(front_conn) link;
 	struct front *f;
-	struct bufferevent *sock;	/* ours */
-	struct bufferevent *filt;	/* evhttp's */
+	struct bufferevent *bev;
+	struct evhttp_connection *evcon;	/* NULL until attached */
+	struct event attach;
 	enum fc_state state;
 	uint64_t head_start_ms;		/* first byte of the current head; 0 = none yet */
 	size_t head_bytes;
 	size_t line_bytes;
 	int in_first_line;
 	int fd;
+	front_close_fn on_close;	/* the request in flight wants to know */
+	void *on_close_arg;
 };
 
 struct front_listener {
@@ -95,6 +100,8 @@ static const char *status_reason(int status)
 	}
 }
 
+static void front_input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg);
+
 static void front_accept_set(struct front *f, int on)
 {
 	for (size_t i = 0; i < f->nlisteners; i++) {
@@ -105,58 +112,43 @@ static void front_accept_set(struct front *f, int on)
 	}
 }
 
-static void sock_flushed_cb(struct bufferevent *bev, void *arg)
-{
-	(void)arg;
-	bufferevent_free(bev);
-}
-
-static void sock_error_cb(struct bufferevent *bev, short what, void *arg)
-{
-	(void)what;
-	(void)arg;
-	bufferevent_free(bev);
-}
-
-/* evhttp freed its side: the connection ends here. */
-static void front_conn_release(void *arg)
+/* evhttp is freeing the connection: the guard goes with it. */
+static void front_closed(struct evhttp_connection *evcon, void *arg)
 {
 	struct front_conn *c = arg;
 	struct front *f = c->f;
-	struct bufferevent *sock = c->sock;
 
-	if (f == NULL) {
-		/* Finalized after front_free(): only the socket is left. */
-		bufferevent_free(sock);
-		free(c);
-		return;
-	}
+	(void)evcon;
+	if (c->on_close != NULL)
+		c->on_close(c->on_close_arg);
 	LIST_REMOVE(c, link);
 	f->nconns--;
 	if (c->fd >= 0 && (size_t)c->fd < f->nbyfd && f->byfd[c->fd] == c)
 		f->byfd[c->fd] = NULL;
-	free(c);
-
-	if (evbuffer_get_length(bufferevent_get_output(sock)) > 0) {
-		/* A last answer is still queued (a close-delimited response, or a
-		 * guard rejection): let it go out, within the idle timeout. */
-		struct timeval tv = { f->lim.idle_timeout_ms / 1000, (f->lim.idle_timeout_ms % 1000) * 1000 };
-
-		bufferevent_disable(sock, EV_READ);
-		bufferevent_setwatermark(sock, EV_WRITE, 0, 0);
-		bufferevent_setcb(sock, NULL, sock_flushed_cb, sock_error_cb, NULL);
-		bufferevent_set_timeouts(sock, NULL, &tv);
-		bufferevent_enable(sock, EV_WRITE);
-	} else {
-		bufferevent_free(sock);
-	}
 	if (f->paused && !f->stopping && f->nconns < f->lim.max_connections && f->backoff_ms == 0) {
 		f->paused = 0;
 		front_accept_set(f, 1);
 	}
+	evbuffer_remove_cb(bufferevent_get_input(c->bev), front_input_cb, c);
+	free(c);
 }
 
-/* Queue an error answer on the socket and make evhttp drop its side. */
+static void front_reject_done(struct bufferevent *bev, void *arg)
+{
+	struct front_conn *c = arg;
+
+	(void)bev;
+	evhttp_connection_free(c->evcon);
+}
+
+static void front_reject_event(struct bufferevent *bev, short what, void *arg)
+{
+	(void)what;
+	front_reject_done(bev, arg);
+}
+
+/* Answer with an error and close. The socket's callbacks are taken from
+ * evhttp, so it never sees the rest of this connection. */
 static void front_reject(struct front_conn *c, int status)
 {
 	char body[256], head[256];
@@ -164,28 +156,28 @@ static void front_reject(struct front_conn *c, int status)
 	const char *desc = status == 408 ? "The request head was not received in time" :
 	    status == 414 ? "The request URI is longer than the gateway accepts" :
 	    "The request headers are larger than the gateway accepts";
+	struct evbuffer *in = bufferevent_get_input(c->bev);
 
 	c->state = FC_REJECTED;
 	blen = front_fault_body(body, sizeof(body), status == 408 ? 900408 : status == 414 ? 900414 : 900431,
 	    status_reason(status), desc);
 	hlen = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
 	    "Content-Length: %d\r\nConnection: close\r\n\r\n", status, status_reason(status), blen);
-	bufferevent_write(c->sock, head, (size_t)hlen);
-	bufferevent_write(c->sock, body, (size_t)blen);
-	bufferevent_enable(c->sock, EV_WRITE);
+	bufferevent_setcb(c->bev, NULL, front_reject_done, front_reject_event, c);
+	bufferevent_disable(c->bev, EV_READ);
+	evbuffer_drain(in, evbuffer_get_length(in));
+	bufferevent_write(c->bev, head, (size_t)hlen);
+	bufferevent_write(c->bev, body, (size_t)blen);
+	bufferevent_enable(c->bev, EV_WRITE);
 	log_info("front", "fd=%d request rejected with %d (%s)", c->fd, status, status_reason(status));
-	/* Deferred: this may run inside the filter, under evhttp's feet. evhttp
-	 * handles an EOF before a complete head by freeing the connection. */
-	bufferevent_trigger_event(c->filt, BEV_EVENT_EOF | BEV_EVENT_READING, BEV_TRIG_DEFER_CALLBACKS);
 }
 
 /* Watch head bytes: request line and head size, and where the head ends. */
-static void front_scan(struct front_conn *c, const unsigned char *p, size_t n, size_t *consumed)
+static void front_scan(struct front_conn *c, const unsigned char *p, size_t n)
 {
 	const struct limits_conf *lim = &c->f->lim;
-	size_t i;
 
-	for (i = 0; i < n; i++) {
+	for (size_t i = 0; i < n && c->state == FC_WAIT_HEAD; i++) {
 		unsigned char ch = p[i];
 
 		if (c->head_start_ms == 0)
@@ -196,14 +188,11 @@ static void front_scan(struct front_conn *c, const unsigned char *p, size_t n, s
 				/* The empty line ends the head. */
 				c->state = FC_IN_REQUEST;
 				c->head_start_ms = 0;
-				i++;
 				break;
 			}
-			if (c->line_bytes == 0 && c->in_first_line) {
-				/* Empty lines before a request line are tolerated. */
-				continue;
-			}
-			c->in_first_line = 0;
+			/* Empty lines before a request line are tolerated. */
+			if (c->line_bytes > 0)
+				c->in_first_line = 0;
 			c->line_bytes = 0;
 			continue;
 		}
@@ -211,51 +200,41 @@ static void front_scan(struct front_conn *c, const unsigned char *p, size_t n, s
 			continue;
 		c->line_bytes++;
 		/* Method, two spaces and "HTTP/1.1" around the target. */
-		if (c->in_first_line && c->line_bytes > lim->max_uri + 32) {
+		if (c->in_first_line && c->line_bytes > lim->max_uri + 32)
 			front_reject(c, 414);
-			break;
-		}
-		if (c->head_bytes > lim->max_header) {
+		else if (c->head_bytes > lim->max_header)
 			front_reject(c, c->in_first_line ? 414 : 431);
-			break;
-		}
 	}
-	*consumed = i;
 }
 
-static enum bufferevent_filter_result front_input_filter(struct evbuffer *src, struct evbuffer *dst,
-    ev_ssize_t limit, enum bufferevent_flush_mode mode, void *arg)
+static void front_input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
 	struct front_conn *c = arg;
 	struct evbuffer_iovec vec[8];
-	size_t off = 0;
+	struct evbuffer_ptr ptr;
+	size_t len, off;
+	int nvec;
 
-	(void)limit;
-	(void)mode;
-	if (c->state == FC_REJECTED) {
-		evbuffer_drain(src, evbuffer_get_length(src));
-		return BEV_OK;
-	}
-	while (c->state == FC_WAIT_HEAD && off < evbuffer_get_length(src)) {
-		struct evbuffer_ptr ptr;
-		int nvec;
-		size_t used;
-
-		evbuffer_ptr_set(src, &ptr, off, EVBUFFER_PTR_SET);
-		nvec = evbuffer_peek(src, -1, &ptr, vec, 8);
+	if (c->state != FC_WAIT_HEAD || info->n_added == 0)
+		return;
+	/* The new bytes are at the end of the buffer. */
+	len = evbuffer_get_length(buf);
+	off = len - info->n_added;
+	while (c->state == FC_WAIT_HEAD && off < len) {
+		if (evbuffer_ptr_set(buf, &ptr, off, EVBUFFER_PTR_SET) != 0)
+			break;
+		nvec = evbuffer_peek(buf, (ev_ssize_t)(len - off), &ptr, vec, 8);
 		if (nvec <= 0)
 			break;
 		for (int i = 0; i < nvec && i < 8 && c->state == FC_WAIT_HEAD; i++) {
-			front_scan(c, vec[i].iov_base, vec[i].iov_len, &used);
-			off += used;
+			size_t l = vec[i].iov_len;
+
+			if (l > len - off)
+				l = len - off;
+			front_scan(c, vec[i].iov_base, l);
+			off += l;
 		}
 	}
-	if (c->state == FC_REJECTED) {
-		evbuffer_drain(src, evbuffer_get_length(src));
-		return BEV_OK;
-	}
-	evbuffer_add_buffer(dst, src);
-	return BEV_OK;
 }
 
 static void front_sweep_cb(evutil_socket_t fd, short what, void *arg)
@@ -267,10 +246,41 @@ static void front_sweep_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	LIST_FOREACH(c, &f->conns, link) {
-		if (c->state == FC_WAIT_HEAD && c->head_start_ms != 0 &&
+		if (c->evcon != NULL && c->state == FC_WAIT_HEAD && c->head_start_ms != 0 &&
 		    now - c->head_start_ms >= f->lim.header_timeout_ms)
 			front_reject(c, 408);
 	}
+}
+
+/* evhttp builds its connection around the bufferevent after front_bevcb
+ * returns; this runs before any I/O of the socket is handled. */
+static void front_attach_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct front_conn *c = arg;
+	struct front *f = c->f;
+	void *cbarg = NULL;
+
+	(void)fd;
+	(void)what;
+	bufferevent_getcb(c->bev, NULL, NULL, NULL, &cbarg);
+	c->evcon = cbarg;
+	c->fd = bufferevent_getfd(c->bev);
+	evhttp_connection_set_closecb(c->evcon, front_closed, c);
+	if (c->fd >= 0 && (size_t)c->fd >= f->nbyfd) {
+		size_t n = f->nbyfd ? f->nbyfd : 1024;
+		struct front_conn **nb;
+
+		while (n <= (size_t)c->fd)
+			n *= 2;
+		nb = realloc(f->byfd, n * sizeof(*nb));
+		if (nb == NULL)
+			return;
+		memset(nb + f->nbyfd, 0, (n - f->nbyfd) * sizeof(*nb));
+		f->byfd = nb;
+		f->nbyfd = n;
+	}
+	if (c->fd >= 0)
+		f->byfd[c->fd] = c;
 }
 
 static struct bufferevent *front_bevcb(struct event_base *base, void *arg)
@@ -283,25 +293,19 @@ static struct bufferevent *front_bevcb(struct event_base *base, void *arg)
 	c->f = f;
 	c->fd = -1;
 	c->in_first_line = 1;
-	c->sock = bufferevent_socket_new(base, -1, 0);
-	if (c->sock == NULL) {
+	c->bev = bufferevent_socket_new(base, -1, 0);
+	if (c->bev == NULL) {
 		free(c);
 		return NULL;
 	}
-	/* The filter stops pushing into the socket above this mark, so a client
-	 * that reads slowly shows up as data waiting in evhttp's output buffer,
-	 * which the proxy uses for flow control. */
-	bufferevent_setwatermark(c->sock, EV_WRITE, 16384, 65536);
-	c->filt = bufferevent_filter_new(c->sock, front_input_filter, NULL, 0, front_conn_release, c);
-	if (c->filt == NULL) {
-		bufferevent_free(c->sock);
+	if (evbuffer_add_cb(bufferevent_get_input(c->bev), front_input_cb, c) == NULL) {
+		bufferevent_free(c->bev);
 		free(c);
 		return NULL;
 	}
-	/* evhttp queues a whole reply before it enables writing, and a 2.1
-	 * filter only moves output when data arrives while writing is enabled:
-	 * run the filter's output callback from the loop, after evhttp is done. */
-	evbuffer_defer_callbacks(bufferevent_get_output(c->filt), base);
+	event_assign(&c->attach, base, -1, 0, front_attach_cb, c);
+	event_priority_set(&c->attach, 0);
+	event_active(&c->attach, EV_TIMEOUT, 1);
 	LIST_INSERT_HEAD(&f->conns, c, link);
 	f->nconns++;
 	if (f->nconns >= f->lim.max_connections && !f->paused) {
@@ -309,48 +313,30 @@ static struct bufferevent *front_bevcb(struct event_base *base, void *arg)
 		f->paused = 1;
 		front_accept_set(f, 0);
 	}
-	return c->filt;
+	return c->bev;
 }
 
-/* fd -> guard, filled lazily: evhttp sets the socket after creating the
- * bufferevent. */
 static struct front_conn *front_conn_of(struct front *f, struct evhttp_request *req)
 {
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-	struct bufferevent *filt;
 	evutil_socket_t fd;
-	struct front_conn *c;
 
 	if (evcon == NULL)
 		return NULL;
-	filt = evhttp_connection_get_bufferevent(evcon);
-	fd = bufferevent_getfd(filt);
-	if (fd < 0)
+	fd = bufferevent_getfd(evhttp_connection_get_bufferevent(evcon));
+	if (fd < 0 || (size_t)fd >= f->nbyfd || f->byfd[fd] == NULL || f->byfd[fd]->evcon != evcon)
 		return NULL;
-	if ((size_t)fd < f->nbyfd && f->byfd[fd] != NULL && f->byfd[fd]->filt == filt)
-		return f->byfd[fd];
-	LIST_FOREACH(c, &f->conns, link) {
-		if (c->filt == filt)
-			break;
-	}
-	if (c == NULL)
-		return NULL;
-	if ((size_t)fd >= f->nbyfd) {
-		size_t n = f->nbyfd ? f->nbyfd : 1024;
-		struct front_conn **nb;
+	return f->byfd[fd];
+}
 
-		while (n <= (size_t)fd)
-			n *= 2;
-		nb = realloc(f->byfd, n * sizeof(*nb));
-		if (nb == NULL)
-			return c;
-		memset(nb + f->nbyfd, 0, (n - f->nbyfd) * sizeof(*nb));
-		f->byfd = nb;
-		f->nbyfd = n;
-	}
-	c->fd = fd;
-	f->byfd[fd] = c;
-	return c;
+void front_on_close(struct front *f, struct evhttp_request *req, front_close_fn fn, void *arg)
+{
+	struct front_conn *c = front_conn_of(f, req);
+
+	if (c == NULL)
+		return;
+	c->on_close = fn;
+	c->on_close_arg = arg;
 }
 
 void front_request_done(struct front *f, struct evhttp_request *req)
@@ -359,12 +345,14 @@ void front_request_done(struct front *f, struct evhttp_request *req)
 
 	if (c == NULL || c->state != FC_IN_REQUEST)
 		return;
+	c->on_close = NULL;
+	c->on_close_arg = NULL;
 	c->state = FC_WAIT_HEAD;
 	c->head_bytes = 0;
 	c->line_bytes = 0;
 	c->in_first_line = 1;
 	/* A pipelined next request may already be buffered: its clock starts now. */
-	c->head_start_ms = evbuffer_get_length(bufferevent_get_input(c->filt)) > 0 ? now_ms() : 0;
+	c->head_start_ms = evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ? now_ms() : 0;
 }
 
 static void front_resume_cb(evutil_socket_t fd, short what, void *arg)
@@ -501,9 +489,8 @@ size_t front_conn_count(const struct front *f)
 	return f->nconns;
 }
 
-/* Call after evhttp_free(). libevent finalizes the filters evhttp freed later
- * (at the latest in event_base_free()), so guards still listed are only
- * detached here; their release frees them. */
+/* Call after evhttp_free(), which freed every connection and so every guard
+ * that was attached; one accepted in the loop's last turn may remain. */
 void front_free(struct front *f)
 {
 	struct front_conn *c;
@@ -512,7 +499,8 @@ void front_free(struct front *f)
 		return;
 	while ((c = LIST_FIRST(&f->conns)) != NULL) {
 		LIST_REMOVE(c, link);
-		c->f = NULL;
+		event_del(&c->attach);
+		free(c);
 	}
 	if (f->sweep)
 		event_free(f->sweep);

@@ -372,7 +372,8 @@ static int gateway_run(struct gateway *gw)
 	event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
 	gw->base = event_base_new_with_config(ecfg);
 	event_config_free(ecfg);
-	if (gw->base == NULL) {
+	/* Two priorities: the front's per-connection set-up runs before any I/O. */
+	if (gw->base == NULL || event_base_priority_init(gw->base, 2) != 0) {
 		log_err("main", "cannot create the event loop");
 		return 1;
 	}

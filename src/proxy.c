@@ -247,8 +247,6 @@ static void preq_free(struct preq *r)
 
 static void preq_detach(struct preq *r)
 {
-	if (r->evcon != NULL)
-		evhttp_connection_set_closecb(r->evcon, NULL, NULL);
 	front_request_done(r->p->front, r->req);
 }
 
@@ -275,11 +273,10 @@ static void preq_bad_gateway(struct preq *r, const char *desc)
 }
 
 /* The client connection went away (evhttp is freeing it). */
-static void preq_client_closed(struct evhttp_connection *evcon, void *arg)
+static void preq_client_closed(void *arg)
 {
 	struct preq *r = arg;
 
-	(void)evcon;
 	log_debug("proxy", "rid=%llu client closed the connection", (unsigned long long)r->rid);
 	upstream_abort(&r->ex);
 	r->status = r->started ? r->status : 499;
@@ -360,7 +357,7 @@ static void on_error(void *arg, enum up_error err, int sent_head)
 		    r->url->text, up_error_name(err));
 		struct evhttp_connection *evcon = r->evcon;
 
-		evhttp_connection_set_closecb(evcon, NULL, NULL);
+		front_on_close(r->p->front, r->req, NULL, NULL);
 		preq_log(r);
 		preq_free(r);
 		evhttp_connection_free(evcon);
@@ -490,6 +487,21 @@ static size_t head_size(struct evhttp_request *req)
 	return n;
 }
 
+/* Did the dot segments of the raw path climb above the base path of the API
+ * it starts in, or of the API it lands in? 'kept' is how much of the
+ * normalized path no ".." climbed back over. */
+static int climbs_out(const struct router *rt, const char *raw, size_t rawlen, size_t kept)
+{
+	struct route from;
+	size_t blen;
+
+	router_match(rt, -1, raw, rawlen, &from);
+	if (from.api == NULL)
+		return kept == 0;	/* from no API back up to the root */
+	blen = strlen(from.api->base_path);
+	return kept < blen && !(blen == 1 && from.api->base_path[0] == '/');
+}
+
 static void proxy_handle(struct evhttp_request *req, void *arg)
 {
 	struct proxy *p = arg;
@@ -546,15 +558,14 @@ static void proxy_handle(struct evhttp_request *req, void *arg)
 		preq_fault(r, 400, 900400, "Bad Request", "The request path is not valid");
 		return;
 	}
+	if (kept != SIZE_MAX && climbs_out(p->rt, path, plen, kept)) {
+		preq_fault(r, 400, 900400, "Bad Request", "The request path climbs above the API base path");
+		return;
+	}
 	switch (router_match(p->rt, r->method, r->path, (size_t)nlen, &rt)) {
 	case ROUTE_OK:
 		break;
 	case ROUTE_NOT_FOUND:
-		if (kept == 0) {
-			/* Climbed back to the root: above whatever API it began in. */
-			preq_fault(r, 400, 900400, "Bad Request", "The request path climbs above the API base path");
-			return;
-		}
 		preq_fault(r, 404, 900906, "No matching resource found for given API Request",
 		    "The requested resource is not available.");
 		return;
@@ -571,10 +582,6 @@ static void proxy_handle(struct evhttp_request *req, void *arg)
 		preq_fault(r, 400, 900400, "Bad Request", "The request path is not valid");
 		return;
 	}
-	if (kept < strlen(rt.api->base_path) && strcmp(rt.api->base_path, "/") != 0) {
-		preq_fault(r, 400, 900400, "Bad Request", "The request path climbs above the API base path");
-		return;
-	}
 	r->rem_off = (size_t)(rt.remainder - r->path);
 	r->group = rt.res->prod[r->method];
 	if (r->group == NULL && r->method == M_HEAD)
@@ -584,7 +591,7 @@ static void proxy_handle(struct evhttp_request *req, void *arg)
 		return;
 	}
 	r->start_idx = r->group->type == GROUP_LOAD_BALANCE ? r->group->rr++ % r->group->neps : 0;
-	evhttp_connection_set_closecb(r->evcon, preq_client_closed, r);
+	front_on_close(p->front, req, preq_client_closed, r);
 	while (preq_try_next(r) != 0) {
 		if (r->tries >= r->group->neps) {
 			preq_bad_gateway(r, "Error connecting to the back end");

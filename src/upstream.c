@@ -29,6 +29,7 @@ enum up_state {
 	US_CHUNK_CRLF,
 	US_TRAILERS,
 	US_BODY_EOF,	/* body delimited by the connection close */
+	US_DONE,	/* the response is complete (a head without body) */
 };
 
 struct up_pool {
@@ -457,7 +458,7 @@ static int up_parse_head(struct up_conn *c, char *p, size_t len, int64_t *clen)
 			return -1;
 	}
 	if (ex->head_only || status == 204 || status == 304) {
-		c->state = US_IDLE;	/* no body: complete after the head */
+		c->state = US_DONE;	/* no body: complete after the head */
 	} else if (have_te) {
 		if (chunked) {
 			c->state = US_CHUNK_SIZE;
@@ -536,6 +537,7 @@ static void up_process(struct up_conn *c)
 		switch (c->state) {
 		case US_CONNECTING:
 		case US_IDLE:
+		case US_DONE:
 			return;
 		case US_HEAD: {
 			size_t max = c->pool->up->set.max_response_head;
@@ -569,10 +571,10 @@ static void up_process(struct up_conn *c)
 				enum up_state next = c->state;
 
 				c->in_cb++;
-				ex->h->head(ex->arg, status, &c->headers, clen, next == US_IDLE);
+				ex->h->head(ex->arg, status, &c->headers, clen, next == US_DONE);
 				if (up_after_cb(c) != 0 || c->ex != ex)
 					return;
-				if (next == US_IDLE || (next == US_BODY_LEN && c->remaining == 0)) {
+				if (next == US_DONE || (next == US_BODY_LEN && c->remaining == 0)) {
 					up_finish(c);
 					return;
 				}

@@ -300,7 +300,9 @@ def test_thousand_keys(workdir, etcd, backend, gateway, tcp_proxy):
         r = gw.request("GET", "/many/r%d" % i, timeout=5)
         assert r.status == 200, r
         return r.json()["backend"], r.json()["target"]
-    assert wait_for(lambda: target(0) == ("b1", "/k0/r0"), 5), gw.logs()
+    # each txn is applied when it answers: wait for the first whole poll
+    assert wait_for(lambda: "read 1000 keys" in gw.stderr(), 5), gw.logs()
+    assert target(0) == ("b1", "/k0/r0")
     for i in (1, 127, 128, 129, 255, 256, 500, 998):
         assert target(i) == ("b1", "/k%d/r%d" % (i, i)), i
     assert target(999) == ("default", "/d999/r999")

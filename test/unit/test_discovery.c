@@ -371,6 +371,229 @@ test_apply(void)
 	event_base_free(base);
 }
 
+/* ---- a scripted etcd on the same event_base (raw sockets): exercises the
+ * client's real path, including chunked error replies with an HTTP trailer ---- */
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/listener.h>
+
+struct fake {
+	struct evconnlistener *l;
+	int port;
+	int n_version, n_auth, n_txn;
+	int txn_401;		/* answer this many txns with 401 code 16 first */
+	int auth_bad;		/* wrong password */
+	int auth_disabled;
+	const char *txn_body;	/* 200 body of a txn */
+	char last_auth_hdr[128];
+};
+
+static void
+fake_reply(struct bufferevent *bev, int status, const char *body, int chunked)
+{
+	struct evbuffer *out = bufferevent_get_output(bev);
+	const char *reason = status == 200 ? "OK" : status == 401 ? "Unauthorized" : "Bad Request";
+
+	if (chunked) {
+		evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+		    "Trailer: Grpc-Trailer-Content-Type\r\nTransfer-Encoding: chunked\r\n\r\n"
+		    "%zx\r\n%s\r\n0\r\nGrpc-Trailer-Content-Type: application/grpc\r\n\r\n",
+		    status, reason, strlen(body), body);
+	} else {
+		evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+		    "Content-Length: %zu\r\n\r\n%s", status, reason, strlen(body), body);
+	}
+}
+
+static void
+fake_read(struct bufferevent *bev, void *arg)
+{
+	struct fake *f = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	for (;;) {
+		struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+		char *head, *cl, *auth;
+		size_t hlen, blen = 0;
+
+		if (end.pos < 0)
+			return;
+		hlen = (size_t)end.pos + 4;
+		head = malloc(hlen + 1);
+		evbuffer_copyout(in, head, hlen);
+		head[hlen] = '\0';
+		if ((cl = strcasestr(head, "\r\nContent-Length:")) != NULL)
+			blen = strtoul(cl + 17, NULL, 10);
+		if (evbuffer_get_length(in) < hlen + blen) {
+			free(head);
+			return;
+		}
+		evbuffer_drain(in, hlen + blen);
+		f->last_auth_hdr[0] = '\0';
+		if ((auth = strcasestr(head, "\r\nAuthorization: ")) != NULL)
+			sscanf(auth + 17, "%127[^\r]", f->last_auth_hdr);
+		if (strncmp(head, "GET /version ", 13) == 0) {
+			f->n_version++;
+			fake_reply(bev, 200, "{\"etcdserver\":\"3.4.23\",\"etcdcluster\":\"3.4.0\"}", 0);
+		} else if (strncmp(head, "POST /v3/auth/authenticate ", 27) == 0) {
+			f->n_auth++;
+			if (f->auth_bad)
+				fake_reply(bev, 400, "{\"error\":\"etcdserver: authentication failed, invalid "
+				    "user ID or password\",\"message\":\"etcdserver: authentication failed, "
+				    "invalid user ID or password\",\"code\":3}", 1);
+			else if (f->auth_disabled)
+				fake_reply(bev, 400, "{\"error\":\"etcdserver: authentication is not enabled\","
+				    "\"message\":\"etcdserver: authentication is not enabled\",\"code\":9}", 1);
+			else
+				fake_reply(bev, 200, "{\"header\":{\"revision\":\"3\"},\"token\":\"gsSFNEelBQvVPVSc.10\"}", 0);
+		} else if (strncmp(head, "POST /v3/kv/txn ", 16) == 0) {
+			f->n_txn++;
+			if (f->txn_401 > 0) {
+				f->txn_401--;
+				fake_reply(bev, 401, "{\"error\":\"etcdserver: invalid auth token\",\"message\":"
+				    "\"etcdserver: invalid auth token\",\"code\":16}", 1);
+			} else {
+				fake_reply(bev, 200, f->txn_body, 0);
+			}
+		} else {
+			static const char nf[] = "HTTP/1.1 404 Not Found\r\nContent-Type: "
+			    "text/plain\r\nContent-Length: 19\r\n\r\n404 page not found\n";
+
+			bufferevent_write(bev, nf, strlen(nf));
+		}
+		free(head);
+	}
+}
+
+static void
+fake_event(struct bufferevent *bev, short what, void *arg)
+{
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+		bufferevent_free(bev);
+}
+
+static void
+fake_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+	struct bufferevent *bev = bufferevent_socket_new(evconnlistener_get_base(l), fd,
+	    BEV_OPT_CLOSE_ON_FREE);
+
+	bufferevent_setcb(bev, fake_read, NULL, fake_event, arg);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+static void
+fake_start(struct event_base *base, struct fake *f)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sa);
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	f->l = evconnlistener_new_bind(base, fake_accept, f, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE,
+	    16, (struct sockaddr *)&sa, sizeof(sa));
+	getsockname(evconnlistener_get_fd(f->l), (struct sockaddr *)&sa, &sl);
+	f->port = ntohs(sa.sin_port);
+}
+
+static void
+run_for(struct event_base *base, long ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	event_base_loopexit(base, &tv);
+	event_base_dispatch(base);
+}
+
+/* Run the loop until cond holds, at most ms milliseconds (valgrind is slow). */
+#define RUN_UNTIL(base, cond, ms) do { \
+	int left_ = (ms) / 10; \
+	while (!(cond) && left_-- > 0) \
+		run_for(base, 10); \
+} while (0)
+
+static const char one_key_reply[] =
+    "{\"header\":{\"revision\":\"5\"},\"succeeded\":true,\"responses\":[{\"response_range\":"
+    "{\"header\":{\"revision\":\"5\"},\"kvs\":[{\"key\":\"cGV0c3RvcmU=\",\"create_revision\":\"2\","
+    "\"mod_revision\":\"5\",\"version\":\"2\",\"value\":\"aHR0cDovLzEyNy4wLjAuMTo5MDAxL3Yy\"}],"
+    "\"count\":\"1\"}}]}";
+
+static void
+test_client(void)
+{
+	struct event_base *base = event_base_new();
+	char url[64], *urls[] = { url };
+	struct etcd_conf conf = { .urls = urls, .nurls = 1, .timer_ms = 100, .timeout_ms = 500,
+	    .username = (char *)"root", .password = (char *)"pw" };
+	struct fake f = { 0 };
+	struct disc *d;
+	struct disc_slot *s;
+
+	fake_start(base, &f);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", f.port);
+
+	/* token expired: 401 code 16 in a chunked body with a trailer -> re-auth, retry once */
+	f.txn_401 = 1;
+	f.txn_body = one_key_reply;
+	d = disc_new(base, &conf);
+	s = disc_slot(d, "petstore");
+	disc_start(d);
+	RUN_UNTIL(base, s->url != NULL, 3000);
+	is_str(s->url ? s->url->text : NULL, "http://127.0.0.1:9001/v2",
+	    "first poll: 401 code 16 (chunked, trailer) -> re-auth and retry in the same poll");
+	is_int(f.n_auth, 2, "authenticated twice");
+	is_int(f.n_txn, 2, "txn sent twice");
+	is_int(f.n_version, 1, "/version asked once");
+	is_str(f.last_auth_hdr, "gsSFNEelBQvVPVSc.10", "Authorization: <token>, no Bearer");
+	RUN_UNTIL(base, f.n_txn >= 4, 3000);
+	is_int(f.n_auth, 2, "the token is reused by later polls");
+	ok(f.n_txn >= 4, "later polls ran (%d txns)", f.n_txn);
+	disc_free(d);
+
+	/* wrong password: chunked 400 code 3 with a trailer -> back-off, no tight loop */
+	memset(&f.n_version, 0, sizeof(int) * 3);
+	f.auth_bad = 1;
+	d = disc_new(base, &conf);
+	s = disc_slot(d, "petstore");
+	disc_start(d);
+	RUN_UNTIL(base, f.n_auth > 0, 3000);
+	run_for(base, 700);
+	is_int(f.n_auth, 1, "wrong password: one authenticate in 700 ms at a 100 ms period");
+	is_int(f.n_txn, 0, "no txn without a token");
+	ok(s->url == NULL, "defaults kept");
+	disc_free(d);
+
+	/* auth disabled on the server: no token, no header */
+	memset(&f.n_version, 0, sizeof(int) * 3);
+	f.auth_bad = 0;
+	f.auth_disabled = 1;
+	d = disc_new(base, &conf);
+	s = disc_slot(d, "petstore");
+	disc_start(d);
+	RUN_UNTIL(base, f.n_txn >= 2, 3000);
+	is_int(f.n_auth, 1, "auth disabled: authenticate asked once");
+	ok(f.n_txn >= 2, "polls go on without a token");
+	is_str(f.last_auth_hdr, "", "no Authorization header");
+	ok(s->url != NULL, "value read");
+	disc_free(d);
+
+	/* garbage txn reply: nothing applied, polling goes on */
+	memset(&f.n_version, 0, sizeof(int) * 3);
+	f.txn_body = "<html>not etcd</html>";
+	conf.username = NULL;
+	d = disc_new(base, &conf);
+	s = disc_slot(d, "petstore");
+	disc_start(d);
+	RUN_UNTIL(base, f.n_txn >= 2, 3000);
+	ok(s->url == NULL, "garbage txn reply: nothing applied");
+	ok(f.n_txn >= 2, "polling goes on");
+	disc_free(d);
+
+	evconnlistener_free(f.l);
+	run_for(base, 10);
+	event_base_free(base);
+}
+
 int
 main(void)
 {
@@ -381,5 +604,6 @@ main(void)
 	test_classify();
 	test_version();
 	test_apply();
+	test_client();
 	return tap_done();
 }
