@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -45,6 +46,7 @@ struct front_conn {
 	uint64_t head_start_ms;		/* first byte of the current head; 0 = none yet */
 	size_t head_bytes;
 	size_t line_bytes;
+	char line[40];			/* start of the current line: finds Content-Length */
 	int in_first_line;
 	int fd;
 	front_close_fn on_close;	/* the request in flight wants to know */
@@ -95,6 +97,7 @@ static const char *status_reason(int status)
 	switch (status) {
 	case 408: return "Request Timeout";
 	case 414: return "URI Too Long";
+	case 413: return "Payload Too Large";
 	case 431: return "Request Header Fields Too Large";
 	default: return "Bad Request";
 	}
@@ -154,13 +157,13 @@ static void front_reject(struct front_conn *c, int status)
 	char body[256], head[256];
 	int blen, hlen;
 	const char *desc = status == 408 ? "The request head was not received in time" :
+	    status == 413 ? "The request body is larger than the gateway accepts" :
 	    status == 414 ? "The request URI is longer than the gateway accepts" :
 	    "The request headers are larger than the gateway accepts";
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 
 	c->state = FC_REJECTED;
-	blen = front_fault_body(body, sizeof(body), status == 408 ? 900408 : status == 414 ? 900414 : 900431,
-	    status_reason(status), desc);
+	blen = front_fault_body(body, sizeof(body), 900000 + status, status_reason(status), desc);
 	hlen = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
 	    "Content-Length: %d\r\nConnection: close\r\n\r\n", status, status_reason(status), blen);
 	bufferevent_setcb(c->bev, NULL, front_reject_done, front_reject_event, c);
@@ -170,6 +173,29 @@ static void front_reject(struct front_conn *c, int status)
 	bufferevent_write(c->bev, body, (size_t)blen);
 	bufferevent_enable(c->bev, EV_WRITE);
 	log_info("front", "fd=%d request rejected with %d (%s)", c->fd, status, status_reason(status));
+}
+
+/* A declared body over the limit is refused before it is read, with the same
+ * JSON fault as every other answer (evhttp's own 413 is an HTML page). */
+static int front_body_too_large(const struct front_conn *c)
+{
+	static const char name[] = "content-length:";
+	size_t n = c->line_bytes < sizeof(c->line) ? c->line_bytes : sizeof(c->line);
+	size_t i = sizeof(name) - 1;
+	unsigned long long v = 0;
+
+	if (n <= i || strncasecmp(c->line, name, i) != 0)
+		return 0;
+	while (i < n && (c->line[i] == ' ' || c->line[i] == '\t'))
+		i++;
+	if (i == n && c->line_bytes > n)
+		return 1;	/* digits beyond what is kept: far too large */
+	for (; i < n && c->line[i] >= '0' && c->line[i] <= '9'; i++) {
+		v = v * 10 + (unsigned)(c->line[i] - '0');
+		if (v > c->f->lim.max_body)
+			return 1;
+	}
+	return i == n && c->line_bytes > n;
 }
 
 /* Watch head bytes: request line and head size, and where the head ends. */
@@ -184,6 +210,10 @@ static void front_scan(struct front_conn *c, const unsigned char *p, size_t n)
 			c->head_start_ms = now_ms();
 		c->head_bytes++;
 		if (ch == '\n') {
+			if (!c->in_first_line && front_body_too_large(c)) {
+				front_reject(c, 413);
+				break;
+			}
 			if (c->line_bytes == 0 && !c->in_first_line) {
 				/* The empty line ends the head. */
 				c->state = FC_IN_REQUEST;
@@ -198,6 +228,8 @@ static void front_scan(struct front_conn *c, const unsigned char *p, size_t n)
 		}
 		if (ch == '\r')
 			continue;
+		if (c->line_bytes < sizeof(c->line))
+			c->line[c->line_bytes] = (char)ch;
 		c->line_bytes++;
 		/* Method, two spaces and "HTTP/1.1" around the target. */
 		if (c->in_first_line && c->line_bytes > lim->max_uri + 32)

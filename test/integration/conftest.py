@@ -76,12 +76,15 @@ def gateway(workdir):
     yield make
     problems = []
     for g in gws:
-        was_alive = g.returncode is None and g.alive()
+        managed = g.returncode is None      # not stopped or waited for by the test
+        was_alive = g.alive()
         rc = g.stop()
         rep = g.sanitizer_report()
         if rep:
             problems.append("sanitizer report in %s stderr:\n%s" % (g.name, rep[-8000:]))
-        elif was_alive and rc != 0:
+        elif managed and not was_alive:
+            problems.append("%s died during the test (rc=%r)\n%s" % (g.name, rc, g.logs()))
+        elif managed and rc != 0:
             problems.append("%s did not exit 0 on SIGTERM (rc=%r)\n%s" % (g.name, rc, g.logs()))
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
