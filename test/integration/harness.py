@@ -155,6 +155,20 @@ def openapi(base_path, paths, endpoints=None, title="testapi", extra=None):
 # ---------------------------------------------------------------------------------------
 # Processes
 
+try:
+    import ctypes
+    _libc = ctypes.CDLL(None, use_errno=True)
+except OSError:
+    _libc = None
+
+
+def _die_with_parent():
+    """preexec_fn: the child gets SIGKILL when the test runner dies (PR_SET_PDEATHSIG),
+    so a killed pytest leaves no gateway or backend behind."""
+    if _libc is not None:
+        _libc.prctl(1, signal.SIGKILL, 0, 0, 0)
+
+
 class Proc:
     """A child process with its stdout/stderr in files."""
 
@@ -169,7 +183,8 @@ class Proc:
         if env:
             e.update(env)
         self.proc = subprocess.Popen(argv, stdout=self._out, stderr=self._err,
-                                     stdin=subprocess.DEVNULL, cwd=workdir, env=e)
+                                     stdin=subprocess.DEVNULL, cwd=workdir, env=e,
+                                     preexec_fn=_die_with_parent)
         self.returncode = None
 
     @property

@@ -8,11 +8,12 @@
 static int tap_n, tap_failed;
 
 #define ok(cond, ...) do { \
+	int pass_ = (cond) ? 1 : 0; \
 	tap_n++; \
-	if (cond) { printf("ok %d - ", tap_n); } \
+	if (pass_) { printf("ok %d - ", tap_n); } \
 	else { tap_failed++; printf("not ok %d - ", tap_n); } \
 	printf(__VA_ARGS__); printf("\n"); \
-	if (!(cond)) printf("#   at %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+	if (!pass_) printf("#   at %s:%d: %s\n", __FILE__, __LINE__, #cond); \
 } while (0)
 
 #define is_str(got, want, ...) do { \
