@@ -513,11 +513,14 @@ static void proxy_handle(struct evhttp_request *req, void *arg)
 	size_t plen, kept;
 	int nlen;
 
-	r = calloc(1, sizeof(*r) + p->lim.max_uri + 1);
+	/* Only the struct is cleared: zeroing the path buffer (max_uri bytes)
+	 * was the largest single cost of a request. */
+	r = malloc(sizeof(*r) + p->lim.max_uri + 1);
 	if (r == NULL) {
 		evhttp_send_error(req, 500, NULL);
 		return;
 	}
+	memset(r, 0, sizeof(*r));
 	p->inflight++;
 	r->p = p;
 	r->req = req;
