@@ -369,16 +369,22 @@ void front_on_close(struct front *f, struct evhttp_request *req, front_close_fn 
 		return;
 	c->on_close = fn;
 	c->on_close_arg = arg;
+	/* A pipelined request evhttp found already buffered was never watched
+	 * as a head: it is in flight now all the same. */
+	if (fn != NULL && c->state == FC_WAIT_HEAD)
+		c->state = FC_IN_REQUEST;
 }
 
 void front_request_done(struct front *f, struct evhttp_request *req)
 {
 	struct front_conn *c = front_conn_of(f, req);
 
-	if (c == NULL || c->state != FC_IN_REQUEST)
+	if (c == NULL)
 		return;
 	c->on_close = NULL;
 	c->on_close_arg = NULL;
+	if (c->state != FC_IN_REQUEST)
+		return;
 	c->state = FC_WAIT_HEAD;
 	c->head_bytes = 0;
 	c->line_bytes = 0;

@@ -502,6 +502,33 @@ static int climbs_out(const struct router *rt, const char *raw, size_t rawlen, s
 	return kept < blen && !(blen == 1 && from.api->base_path[0] == '/');
 }
 
+/* Message framing evhttp let through. Several Content-Length values that
+ * differ, or one that is not a number, make the body boundary ambiguous
+ * (RFC 9112 6.3): -1, answer 400 and close. Transfer-Encoding with a
+ * Content-Length: 1, answer but close afterwards, since a peer may have read
+ * the body by the other header. */
+static int framing_check(struct evkeyvalq *h)
+{
+	struct evkeyval *kv;
+	const char *cl = NULL;
+	int te = 0;
+
+	TAILQ_FOREACH(kv, h, next) {
+		if (strcasecmp(kv->key, "Transfer-Encoding") == 0) {
+			te = 1;
+		} else if (strcasecmp(kv->key, "Content-Length") == 0) {
+			const char *v = kv->value;
+
+			if (*v == '\0' || strspn(v, "0123456789") != strlen(v))
+				return -1;
+			if (cl != NULL && strcmp(cl, v) != 0)
+				return -1;
+			cl = v;
+		}
+	}
+	return te && cl != NULL;
+}
+
 static void proxy_handle(struct evhttp_request *req, void *arg)
 {
 	struct proxy *p = arg;
@@ -541,6 +568,15 @@ static void proxy_handle(struct evhttp_request *req, void *arg)
 		preq_fault(r, 431, 900431, "Request Header Fields Too Large",
 		    "The request headers are larger than the gateway accepts");
 		return;
+	}
+	switch (framing_check(evhttp_request_get_input_headers(req))) {
+	case -1:
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+		preq_fault(r, 400, 900400, "Bad Request", "The request has conflicting or invalid Content-Length headers");
+		return;
+	case 1:
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+		break;
 	}
 	/* Absolute-form targets (proxy style) carry the path after the authority;
 	 * a target starting with "//" is a path, whatever evhttp made of it. */

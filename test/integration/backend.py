@@ -31,6 +31,8 @@ Behaviour on demand, through the request header X-Test-Mode: a list of
   close-after       answer with keep-alive semantics, then silently close the connection
   garbage           send bytes that are not HTTP, then close
   big=N             respond with an N-byte body (bytes i % 251, Content-Type octet-stream)
+  smuggle           after the response, send a second unsolicited response ("EVIL!") on
+                    the same connection, as if Content-Length had been wrong
   no-echo           respond with the body "ok" instead of the echo
   header=NAME:VALUE add a response header (may be repeated)
 Equivalent path form: a target starting with /__mode/<mode>/ (one item, e.g.
@@ -393,6 +395,11 @@ class Backend:
                                 ("Content-Type", "text/plain")]) + first)
             self._gate(modes["gate"]).wait(10)
             self._send(c, rest)
+        elif "smuggle" in modes:
+            # more bytes than Content-Length says: a whole second response
+            self._send(c, head([("Content-Length", str(len(payload)))]) + payload +
+                       b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5"
+                       b"\r\nX-Smuggled: yes\r\n\r\nEVIL!")
         else:
             self._send(c, head([("Content-Length", str(len(payload)))]) + payload)
 

@@ -289,3 +289,22 @@ def test_bare_openapi_default_listener_is_9090(workdir):
     assert rc == 0, err
     for m in SANITIZER_MARKERS:
         assert m not in err, err
+
+
+def test_verbose_debug_logging(gateway, backend):
+    b = backend("b")
+    g = gateway([openapi("/vb", {"/x": {"get": None}}, endpoints=[b.url])], args=["-v"])
+    assert g.request("GET", "/vb/x").status == 200
+    g.stop()
+    assert re.search(r"\bdebug\b", g.stderr(), re.I), g.stderr()
+
+
+def test_info_level_quiet_per_request(gateway, backend):
+    """At the default level a successful request logs nothing on stderr."""
+    b = backend("b")
+    g = gateway([openapi("/iq", {"/x": {"get": None}}, endpoints=[b.url])])
+    before = g.stderr()
+    for _ in range(5):
+        assert g.request("GET", "/iq/x").status == 200
+    time.sleep(0.2)
+    assert g.stderr() == before, g.stderr()[len(before):]

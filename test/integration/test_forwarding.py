@@ -204,3 +204,48 @@ def test_keep_alive_client_connection(gw):
             r = c.request("GET", "/fw/v1/things/%d" % i)
             assert r is not None and r.status == 200, r
             assert r.echo()["target"] == "/api/things/%d" % i
+
+
+def test_content_length_and_chunked_together(gw):
+    """RFC 9112 6.1: Transfer-Encoding overrides Content-Length (or the request is
+    rejected); the backend must never see a CL-framed cut of a chunked body."""
+    with HttpConn(gw.port) as c:
+        c.send_raw(b"POST /fw/v1/things HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        r = c.read_response()
+    assert r is not None, "no response"
+    assert r.status in (200, 400), r
+    recs = gw.backend.requests()
+    if r.status == 200:
+        assert r.echo()["body"] == "hello", r
+        assert len(recs) == 1, recs
+    else:
+        assert recs == [], recs
+
+
+def test_conflicting_content_lengths_rejected(gw):
+    with HttpConn(gw.port) as c:
+        c.send_raw(b"POST /fw/v1/things HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                   b"Content-Length: 5\r\n\r\nhello")
+        r = c.read_response()
+    assert r is not None and r.status == 400, r
+    assert gw.backend.requests() == []
+
+
+def test_expect_100_continue(gw):
+    with HttpConn(gw.port, timeout=5) as c:
+        c.send_raw(b"PUT /fw/v1/things HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                   b"Expect: 100-continue\r\n\r\n")
+        # a client waits a little for 100 Continue, then sends the body anyway
+        c.sock.settimeout(1.0)
+        try:
+            c._more()
+        except OSError:
+            pass
+        c.sock.settimeout(5)
+        c.send_raw(b"hello")
+        r = c.read_response()
+    assert r is not None and r.status == 200, r
+    e = r.echo()
+    assert e["body"] == "hello"
+    assert "expect" not in e["hmap"] or e["hmap"]["expect"] == ["100-continue"]

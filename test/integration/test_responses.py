@@ -189,3 +189,27 @@ def test_backend_error_status_passed_through(gw):
         r = gw.request("GET", "/rs/x", headers=[("X-Test-Mode", "status=%d" % st)])
         assert r.status == st, r
         assert r.echo()["target"] == "/x"
+
+
+def test_extra_bytes_after_response_never_reach_another_request(gw):
+    """A backend that sends more than its Content-Length (here: a whole unsolicited
+    response) must not desynchronise the pooled connection: the next request gets
+    its own answer, never the smuggled one."""
+    r = gw.request("GET", "/rs/x?first", headers=[("X-Test-Mode", "smuggle")])
+    assert r.status == 200, r
+    assert r.echo()["target"] == "/x?first"
+    time.sleep(0.1)
+    for i in range(3):
+        r2 = gw.request("GET", "/rs/x?next=%d" % i)
+        assert not r2.has("X-Smuggled") and r2.body != b"EVIL!", r2
+        assert r2.status == 200, r2
+        assert r2.echo()["target"] == "/x?next=%d" % i
+
+
+def test_smuggled_bytes_with_immediate_next_request(gw):
+    """Same, with the next request sent while the extra bytes may still be in flight."""
+    for i in range(5):
+        r = gw.request("GET", "/rs/x?s=%d" % i, headers=[("X-Test-Mode", "smuggle")])
+        assert not r.has("X-Smuggled") and r.body != b"EVIL!", r
+        assert r.status == 200, r
+        assert r.echo()["target"] == "/x?s=%d" % i
