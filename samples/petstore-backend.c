@@ -52,6 +52,8 @@ static struct pet pets[] = {
 #define NPETS (sizeof(pets) / sizeof(pets[0]))
 
 static int quiet;
+/* -n: names this instance in an X-Backend header. */
+static const char *backend_name;
 static long next_id = 1000;
 
 static void
@@ -115,6 +117,8 @@ reply(struct evhttp_request *req, int code, const char *reason, struct evbuffer 
 	snprintf(len, sizeof(len), "%zu", n);
 	evhttp_add_header(oh, "Content-Type", "application/json");
 	evhttp_add_header(oh, "Content-Length", len);
+	if (backend_name != NULL)
+		evhttp_add_header(oh, "X-Backend", backend_name);
 	log_req(req, code, n);
 	evhttp_send_reply(req, code, reason, body);
 }
@@ -469,7 +473,8 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 static void
 usage(FILE *f)
 {
-	fprintf(f, "usage: petstore-backend [-a ADDR] [-p PORT] [-q]\n");
+	fprintf(f, "usage: petstore-backend [-a ADDR] [-p PORT] [-n NAME] [-q]\n"
+	    "  -n NAME  add 'X-Backend: NAME' to every response (tells instances apart)\n");
 }
 
 int
@@ -479,8 +484,11 @@ main(int argc, char **argv)
 	long port = 8081;
 	int c;
 
-	while ((c = getopt(argc, argv, "a:p:qh")) != -1) {
+	while ((c = getopt(argc, argv, "a:p:n:qh")) != -1) {
 		switch (c) {
+		case 'n':
+			backend_name = optarg;
+			break;
 		case 'a':
 			addr = optarg;
 			break;
