@@ -38,7 +38,7 @@ struct proxy_fwd {
 };
 int proxy_build_head(struct evbuffer *out, const struct proxy_fwd *f, struct evkeyvalq *in);
 
-/* Copy a backend response's end-to-end headers to the client response. */
-void proxy_copy_response_headers(struct evkeyvalq *from, struct evkeyvalq *to, int status);
+/* Drop a backend response's hop-by-hop headers (and a 204's length) in place. */
+void proxy_filter_response_headers(struct evkeyvalq *h, int status);
 
 #endif

@@ -34,9 +34,9 @@ enum up_error {
 const char *up_error_name(enum up_error e);
 
 struct up_handler {
-	/* The final response head. 'clen' is the Content-Length or -1; 'bodyless'
-	 * is set for HEAD, 204 and 304. The handler owns nothing in 'headers'. */
-	void (*head)(void *arg, int status, struct evkeyvalq *headers, int64_t clen, int bodyless);
+	/* The final response head, its headers now in ex->resp_headers. 'clen'
+	 * is the Content-Length or -1; 'bodyless' is set for HEAD, 204 and 304. */
+	void (*head)(void *arg, int status, int64_t clen, int bodyless);
 	/* Move exactly n bytes out of src. Return nonzero to pause reading until
 	 * upstream_resume(). */
 	int (*body)(void *arg, struct evbuffer *src, size_t n);
@@ -52,6 +52,10 @@ struct up_exchange {
 	int idempotent;
 	int head_only;			/* HEAD request: the response has no body */
 	unsigned timeout_ms;		/* endpoint timeoutInMillis */
+	/* Where the final response's headers go, as received (the client's
+	 * response headers: one copy instead of two). Interim 1xx heads never
+	 * land here; on a broken head it is left empty. */
+	struct evkeyvalq *resp_headers;
 	const struct up_handler *h;
 	void *arg;
 	/* private */

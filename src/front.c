@@ -47,6 +47,7 @@ struct front_conn {
 	size_t head_bytes;
 	size_t line_bytes;
 	char line[40];			/* start of the current line: finds Content-Length */
+	int last_cr;			/* the line so far ends with CR */
 	int in_first_line;
 	int fd;
 	front_close_fn on_close;	/* the request in flight wants to know */
@@ -202,40 +203,53 @@ static int front_body_too_large(const struct front_conn *c)
 static void front_scan(struct front_conn *c, const unsigned char *p, size_t n)
 {
 	const struct limits_conf *lim = &c->f->lim;
+	const unsigned char *end = p + n;
 
-	for (size_t i = 0; i < n && c->state == FC_WAIT_HEAD; i++) {
-		unsigned char ch = p[i];
+	if (c->head_start_ms == 0)
+		c->head_start_ms = now_ms();
+	while (p < end && c->state == FC_WAIT_HEAD) {
+		const unsigned char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t seg = (size_t)((nl ? nl : end) - p);
 
-		if (c->head_start_ms == 0)
-			c->head_start_ms = now_ms();
-		c->head_bytes++;
-		if (ch == '\n') {
-			if (!c->in_first_line && front_body_too_large(c)) {
-				front_reject(c, 413);
-				break;
+		if (seg > 0) {
+			if (c->line_bytes < sizeof(c->line)) {
+				size_t k = sizeof(c->line) - c->line_bytes;
+
+				memcpy(c->line + c->line_bytes, p, seg < k ? seg : k);
 			}
-			if (c->line_bytes == 0 && !c->in_first_line) {
-				/* The empty line ends the head. */
+			c->line_bytes += seg;
+			c->head_bytes += seg;
+			c->last_cr = p[seg - 1] == '\r';
+			/* Method, two spaces and "HTTP/1.1" around the target. */
+			if (c->in_first_line && c->line_bytes > lim->max_uri + 32) {
+				front_reject(c, 414);
+				return;
+			}
+			if (c->head_bytes > lim->max_header) {
+				front_reject(c, c->in_first_line ? 414 : 431);
+				return;
+			}
+		}
+		if (nl == NULL)
+			return;
+		p = nl + 1;
+		c->head_bytes++;
+		if (c->line_bytes == 0 || (c->line_bytes == 1 && c->last_cr)) {
+			/* Empty lines before a request line are tolerated; after
+			 * it, the empty line ends the head. */
+			c->line_bytes = 0;
+			if (!c->in_first_line) {
 				c->state = FC_IN_REQUEST;
 				c->head_start_ms = 0;
-				break;
 			}
-			/* Empty lines before a request line are tolerated. */
-			if (c->line_bytes > 0)
-				c->in_first_line = 0;
-			c->line_bytes = 0;
 			continue;
 		}
-		if (ch == '\r')
-			continue;
-		if (c->line_bytes < sizeof(c->line))
-			c->line[c->line_bytes] = (char)ch;
-		c->line_bytes++;
-		/* Method, two spaces and "HTTP/1.1" around the target. */
-		if (c->in_first_line && c->line_bytes > lim->max_uri + 32)
-			front_reject(c, 414);
-		else if (c->head_bytes > lim->max_header)
-			front_reject(c, c->in_first_line ? 414 : 431);
+		if (!c->in_first_line && front_body_too_large(c)) {
+			front_reject(c, 413);
+			return;
+		}
+		c->in_first_line = 0;
+		c->line_bytes = 0;
 	}
 }
 

@@ -59,6 +59,7 @@ struct preq {
 	int status;
 	uint64_t bytes;
 	int started;			/* response head sent to the client */
+	int close_after;		/* close the client connection after the response */
 	char path[];			/* normalized path, max_uri + 1 bytes */
 };
 
@@ -70,10 +71,52 @@ static uint64_t now_us(void)
 	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
-static const char *const hop_headers[] = {
-	"Connection", "Keep-Alive", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
-	"Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
-};
+/* Header names the gateway treats specially, told apart by length and first
+ * letter before any string comparison: this runs for every header of every
+ * request and response. */
+enum hdr_kind { HK_OTHER = 0, HK_HOP, HK_HOST, HK_CONTENT_LENGTH, HK_EXPECT, HK_XFF, HK_XFPROTO, HK_XFHOST };
+
+static enum hdr_kind hdr_kind(const char *k)
+{
+	size_t n = strlen(k);
+
+	switch (n) {
+	case 2:
+		return strcasecmp(k, "TE") == 0 ? HK_HOP : HK_OTHER;
+	case 4:
+		return strcasecmp(k, "Host") == 0 ? HK_HOST : HK_OTHER;
+	case 6:
+		return strcasecmp(k, "Expect") == 0 ? HK_EXPECT : HK_OTHER;
+	case 7:
+		return strcasecmp(k, "Trailer") == 0 || strcasecmp(k, "Upgrade") == 0 ? HK_HOP : HK_OTHER;
+	case 10:
+		if (strcasecmp(k, "Connection") == 0 || strcasecmp(k, "Keep-Alive") == 0)
+			return HK_HOP;
+		break;
+	case 14:
+		if (strcasecmp(k, "Content-Length") == 0)
+			return HK_CONTENT_LENGTH;
+		break;
+	case 15:
+		if (strcasecmp(k, "X-Forwarded-For") == 0)
+			return HK_XFF;
+		break;
+	case 16:
+		if (strcasecmp(k, "X-Forwarded-Host") == 0)
+			return HK_XFHOST;
+		break;
+	case 17:
+		if (strcasecmp(k, "X-Forwarded-Proto") == 0)
+			return HK_XFPROTO;
+		if (strcasecmp(k, "Transfer-Encoding") == 0)
+			return HK_HOP;
+		break;
+	}
+	/* Proxy-Connection, Proxy-Authorization, Proxy-Authenticate, ... */
+	if (n > 6 && (k[0] == 'P' || k[0] == 'p') && strncasecmp(k, "Proxy-", 6) == 0)
+		return HK_HOP;
+	return HK_OTHER;
+}
 
 static int list_has_token(const char *list, const char *name)
 {
@@ -98,12 +141,7 @@ static int list_has_token(const char *list, const char *name)
 
 int proxy_hop_header(const char *name, const char *conn)
 {
-	for (size_t i = 0; i < sizeof(hop_headers) / sizeof(hop_headers[0]); i++)
-		if (strcasecmp(name, hop_headers[i]) == 0)
-			return 1;
-	if (strncasecmp(name, "Proxy-", 6) == 0)
-		return 1;
-	return conn != NULL && list_has_token(conn, name);
+	return hdr_kind(name) == HK_HOP || (conn != NULL && list_has_token(conn, name));
 }
 
 /* Every Connection header's tokens, joined: a message may carry several. */
@@ -131,60 +169,86 @@ static char *connection_tokens(struct evkeyvalq *h)
 	return s;
 }
 
+static void add_str(struct evbuffer *out, const char *s)
+{
+	evbuffer_add(out, s, strlen(s));
+}
+
+static void add_header(struct evbuffer *out, const char *k, const char *v)
+{
+	add_str(out, k);
+	evbuffer_add(out, ": ", 2);
+	add_str(out, v);
+	evbuffer_add(out, "\r\n", 2);
+}
+
 int proxy_build_head(struct evbuffer *out, const struct proxy_fwd *f, struct evkeyvalq *in)
 {
 	struct evkeyval *kv;
 	char *conn = connection_tokens(in);
 	const char *xff = NULL, *host = NULL;
 
-	evbuffer_add_printf(out, "%s %s HTTP/1.1\r\nHost: %s\r\n", f->method, f->target,
-	    f->url->authority);
+	add_str(out, f->method);
+	evbuffer_add(out, " ", 1);
+	add_str(out, f->target);
+	evbuffer_add(out, " HTTP/1.1\r\n", 11);
+	add_header(out, "Host", f->url->authority);
 	TAILQ_FOREACH(kv, in, next) {
-		const char *k = kv->key;
-
-		if (strcasecmp(k, "Host") == 0) {
+		switch (hdr_kind(kv->key)) {
+		case HK_HOST:
 			if (host == NULL)
 				host = kv->value;
 			continue;
-		}
-		if (strcasecmp(k, "X-Forwarded-For") == 0) {
+		case HK_XFF:
 			xff = kv->value;	/* the last one is the nearest hop */
 			continue;
-		}
-		/* The gateway frames the body itself; Expect was answered by
-		 * the front already; X-Forwarded-Proto/Host describe this hop. */
-		if (strcasecmp(k, "Content-Length") == 0 || strcasecmp(k, "Expect") == 0 ||
-		    strcasecmp(k, "X-Forwarded-Proto") == 0 || strcasecmp(k, "X-Forwarded-Host") == 0 ||
-		    proxy_hop_header(k, conn))
+		case HK_OTHER:
+			if (conn == NULL || !list_has_token(conn, kv->key))
+				add_header(out, kv->key, kv->value);
 			continue;
-		evbuffer_add_printf(out, "%s: %s\r\n", k, kv->value);
+		default:
+			/* Hop-by-hop; the gateway frames the body itself; Expect
+			 * was answered by the front; X-Forwarded-Proto/Host
+			 * describe this hop. */
+			continue;
+		}
 	}
-	if (xff != NULL)
-		evbuffer_add_printf(out, "X-Forwarded-For: %s, %s\r\n", xff, f->client_addr);
-	else
-		evbuffer_add_printf(out, "X-Forwarded-For: %s\r\n", f->client_addr);
-	evbuffer_add_printf(out, "X-Forwarded-Proto: %s\r\n", f->proto);
+	add_str(out, "X-Forwarded-For: ");
+	if (xff != NULL) {
+		add_str(out, xff);
+		evbuffer_add(out, ", ", 2);
+	}
+	add_str(out, f->client_addr);
+	evbuffer_add(out, "\r\n", 2);
+	add_header(out, "X-Forwarded-Proto", f->proto);
 	if (host != NULL)
-		evbuffer_add_printf(out, "X-Forwarded-Host: %s\r\n", host);
-	if (f->body_len >= 0)
-		evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)f->body_len);
+		add_header(out, "X-Forwarded-Host", host);
+	if (f->body_len >= 0) {
+		char num[24];
+
+		snprintf(num, sizeof(num), "%lld", (long long)f->body_len);
+		add_header(out, "Content-Length", num);
+	}
 	evbuffer_add(out, "\r\n", 2);
 	free(conn);
 	return 0;
 }
 
-void proxy_copy_response_headers(struct evkeyvalq *from, struct evkeyvalq *to, int status)
+void proxy_filter_response_headers(struct evkeyvalq *h, int status)
 {
-	struct evkeyval *kv;
-	char *conn = connection_tokens(from);
+	struct evkeyval *kv, *next;
+	char *conn = connection_tokens(h);
 
-	TAILQ_FOREACH(kv, from, next) {
-		if (proxy_hop_header(kv->key, conn))
-			continue;
+	for (kv = TAILQ_FIRST(h); kv != NULL; kv = next) {
+		next = TAILQ_NEXT(kv, next);
 		/* A 204 has no body, so no length either. */
-		if (status == 204 && strcasecmp(kv->key, "Content-Length") == 0)
-			continue;
-		evhttp_add_header(to, kv->key, kv->value);
+		if (proxy_hop_header(kv->key, conn) ||
+		    (status == 204 && strcasecmp(kv->key, "Content-Length") == 0)) {
+			TAILQ_REMOVE(h, kv, next);
+			free(kv->key);
+			free(kv->value);
+			free(kv);
+		}
 	}
 	free(conn);
 }
@@ -258,6 +322,8 @@ static void preq_fault(struct preq *r, int status, int code, const char *message
 	int n = front_fault_body(body, sizeof(body), code, message, desc);
 
 	evhttp_add_header(oh, "Content-Type", "application/json");
+	if (r->close_after)
+		evhttp_add_header(oh, "Connection", "close");
 	evbuffer_add(b, body, (size_t)n);
 	r->status = status;
 	r->bytes = r->method == M_HEAD ? 0 : (uint64_t)n;
@@ -289,14 +355,15 @@ static void preq_client_closed(void *arg)
 	preq_free(r);
 }
 
-static void on_head(void *arg, int status, struct evkeyvalq *headers, int64_t clen, int bodyless)
+static void on_head(void *arg, int status, int64_t clen, int bodyless)
 {
 	struct preq *r = arg;
 	struct evkeyvalq *oh = evhttp_request_get_output_headers(r->req);
 	struct evkeyvalq *ih = evhttp_request_get_input_headers(r->req);
 
-	(void)bodyless;
-	proxy_copy_response_headers(headers, oh, status);
+	proxy_filter_response_headers(oh, status);
+	if (r->close_after)
+		evhttp_add_header(oh, "Connection", "close");
 	/* An HTTP/1.0 client cannot take chunks: without a length the body ends
 	 * with the connection, so it must not stay open. */
 	if (clen < 0 && !bodyless) {
@@ -453,6 +520,7 @@ static int preq_try_next(struct preq *r)
 	r->ex.idempotent = r->method != M_POST && r->method != M_PATCH;
 	r->ex.head_only = r->method == M_HEAD;
 	r->ex.timeout_ms = g->timeout_ms;
+	r->ex.resp_headers = evhttp_request_get_output_headers(r->req);
 	r->ex.h = &preq_handler;
 	r->ex.arg = r;
 	log_debug("proxy", "rid=%llu %s %s -> %s%s", (unsigned long long)r->rid, r->method_name,
@@ -571,11 +639,11 @@ static void proxy_handle(struct evhttp_request *req, void *arg)
 	}
 	switch (framing_check(evhttp_request_get_input_headers(req))) {
 	case -1:
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+		r->close_after = 1;
 		preq_fault(r, 400, 900400, "Bad Request", "The request has conflicting or invalid Content-Length headers");
 		return;
 	case 1:
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+		r->close_after = 1;
 		break;
 	}
 	/* Absolute-form targets (proxy style) carry the path after the authority;

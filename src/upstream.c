@@ -57,7 +57,6 @@ struct up_conn {
 	int in_cb;			/* inside a handler callback */
 	int dead;			/* close once the callback returns */
 	int64_t remaining;
-	struct evkeyvalq headers;
 };
 
 struct upstream {
@@ -122,7 +121,6 @@ static void up_conn_close(struct up_conn *c)
 	if (c->ex != NULL)
 		c->ex->conn = NULL;
 	bufferevent_free(c->bev);
-	evhttp_clear_headers(&c->headers);
 	free(c);
 }
 
@@ -249,7 +247,6 @@ static void up_send(struct up_conn *c)
 	c->state = US_HEAD;
 	c->got_bytes = 0;
 	c->keepalive = 1;
-	evhttp_clear_headers(&c->headers);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
@@ -286,7 +283,6 @@ static void up_to_idle(struct up_conn *c)
 	}
 	c->state = US_IDLE;
 	c->reused = 1;
-	evhttp_clear_headers(&c->headers);
 	/* Reading stays on so that a backend closing the idle connection is seen
 	 * at once; the read timeout is the pool's idle lifetime. */
 	ms_to_tv(pool->up->set.pool_idle_timeout_ms, &tv);
@@ -404,7 +400,6 @@ static int up_parse_head(struct up_conn *c, char *p, size_t len, int64_t *clen)
 	}
 	*clen = -1;
 	c->keepalive = minor == 1;
-	evhttp_clear_headers(&c->headers);
 	for (line = eol + 1; line < end; line = eol + 1) {
 		char *colon, *v, *ve;
 
@@ -454,7 +449,7 @@ static int up_parse_head(struct up_conn *c, char *p, size_t len, int64_t *clen)
 			else if (minor == 0 && header_has_token(v, "keep-alive"))
 				c->keepalive = 1;
 		}
-		if (evhttp_add_header(&c->headers, line, v) != 0)
+		if (evhttp_add_header(ex->resp_headers, line, v) != 0)
 			return -1;
 	}
 	if (ex->head_only || status == 204 || status == 304) {
@@ -467,7 +462,7 @@ static int up_parse_head(struct up_conn *c, char *p, size_t len, int64_t *clen)
 			c->keepalive = 0;
 		}
 		*clen = -1;		/* Transfer-Encoding overrides Content-Length */
-		evhttp_remove_header(&c->headers, "Content-Length");
+		evhttp_remove_header(ex->resp_headers, "Content-Length");
 	} else if (have_cl) {
 		c->state = US_BODY_LEN;
 		c->remaining = *clen;
@@ -561,6 +556,7 @@ static void up_process(struct up_conn *c)
 			status = up_parse_head(c, p, end, &clen);
 			evbuffer_drain(in, end);
 			if (status < 0) {
+				evhttp_clear_headers(ex->resp_headers);
 				up_fail(c, UP_EPROTO);
 				return;
 			}
@@ -571,7 +567,7 @@ static void up_process(struct up_conn *c)
 				enum up_state next = c->state;
 
 				c->in_cb++;
-				ex->h->head(ex->arg, status, &c->headers, clen, next == US_DONE);
+				ex->h->head(ex->arg, status, clen, next == US_DONE);
 				if (up_after_cb(c) != 0 || c->ex != ex)
 					return;
 				if (next == US_DONE || (next == US_BODY_LEN && c->remaining == 0)) {
@@ -758,7 +754,6 @@ static int up_connect(struct up_pool *pool, struct up_exchange *ex)
 	if (c == NULL)
 		return -1;
 	c->pool = pool;
-	TAILQ_INIT(&c->headers);
 	c->bev = bufferevent_socket_new(up->base, -1, BEV_OPT_CLOSE_ON_FREE);
 	if (c->bev == NULL) {
 		free(c);
