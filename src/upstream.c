@@ -239,15 +239,21 @@ static void up_send(struct up_conn *c)
 	struct timeval tv;
 	struct up_exchange *ex = c->ex;
 
+	/* With writing disabled, adding the request does not arm a write event:
+	 * a plain socket gets it in one write right here, and a write event is
+	 * armed only for what the kernel would not take. */
+	bufferevent_disable(c->bev, EV_WRITE);
 	evbuffer_add_buffer_reference(out, ex->head);
 	if (ex->body != NULL && evbuffer_get_length(ex->body) > 0)
 		evbuffer_add_buffer_reference(out, ex->body);
+	if (!c->pool->tls)
+		evbuffer_write(out, bufferevent_getfd(c->bev));
 	ms_to_tv(ex->timeout_ms, &tv);
 	bufferevent_set_timeouts(c->bev, &tv, &tv);
 	c->state = US_HEAD;
 	c->got_bytes = 0;
 	c->keepalive = 1;
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	bufferevent_enable(c->bev, evbuffer_get_length(out) > 0 ? EV_READ | EV_WRITE : EV_READ);
 }
 
 /* A reused connection died before any byte of the response: the request may
