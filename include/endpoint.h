@@ -42,6 +42,7 @@ struct endpoint {
 	unsigned line, col;	/* where it was written */
 	/* runtime health for failover/load_balance (monotonic usec; 0 = healthy) */
 	uint64_t down_until;
+	int failing;		/* connects fail: logged once, until it answers again */
 };
 
 /* Parse "http://x/y" or "etcd (key, http://default)". Returns 0, or -1 with

@@ -19,7 +19,11 @@ struct proxy;
 
 struct proxy *proxy_new(struct evhttp *http, struct front *front, struct upstream *up,
     const struct router *rt, const struct limits_conf *lim);
+/* Serve the requests of another evhttp instance (an HTTPS listener's). */
+void proxy_serve(struct proxy *p, struct evhttp *http);
 size_t proxy_inflight(const struct proxy *p);
+/* Requests dropped from now on are the gateway's doing (logged as 503). */
+void proxy_stopping(struct proxy *p);
 void proxy_free(struct proxy *p);
 
 /* Is this header hop-by-hop, either by its name or because the message's

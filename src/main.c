@@ -128,13 +128,10 @@ static int cli_parse(int argc, char **argv, struct cli *c)
 		}
 		case O_ACCESS: c->access_log = optarg; break;
 		case ':':
-			if (optopt)
-				return bad_usage("option -%c needs a value", (char[]){ (char)optopt, 0 });
 			return bad_usage("option %s needs a value", argv[optind - 1]);
 		default:
-			if (optopt)
-				return bad_usage("unknown option -%s", (char[]){ (char)optopt, 0 });
-			return bad_usage("unknown option %s", argv[optind - 1]);
+			/* Long options that take no value land here too ("--version=1"). */
+			return bad_usage("unknown option or unexpected value: %s", argv[optind - 1]);
 		}
 	}
 	if (optind < argc)
@@ -216,7 +213,7 @@ static int cli_apply(struct cli *c, struct config *cfg)
 
 		if (s == NULL) {
 			fprintf(stderr, "mgw-evd: --etcdpassword-file: %s: %s\n", c->etcdpass_file, strerror(errno));
-			return 1;
+			return EXIT_USAGE;
 		}
 		replace_str(&e->password, s);
 	} else if ((env = getenv("MGW_ETCD_PASSWORD")) != NULL) {
@@ -304,6 +301,7 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
 	if (proxy_inflight(gw->proxy) == 0 || gw->drain_left_ms <= 100) {
 		if (proxy_inflight(gw->proxy) > 0)
 			log_warn("main", "%zu requests still in flight, stopping anyway", proxy_inflight(gw->proxy));
+		proxy_stopping(gw->proxy);
 		event_base_loopexit(gw->base, NULL);
 		return;
 	}
@@ -326,6 +324,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	if (gw->drain != NULL) {
 		log_info("main", "second signal: stopping now");
+		proxy_stopping(gw->proxy);
 		event_base_loopexit(gw->base, NULL);
 		return;
 	}
@@ -395,8 +394,10 @@ static int gateway_run(struct gateway *gw)
 		return 1;
 	if (cfg->etcd.nurls > 0) {
 		gw->disc = disc_new(gw->base, &cfg->etcd);
-		if (gw->disc == NULL)
+		if (gw->disc == NULL) {
+			log_err("main", "cannot start etcd discovery (see the lines above)");
 			return 1;
+		}
 	}
 	netcd = wire_discovery(cfg, gw->disc);
 	if (front_listen(gw->front, cfg->listeners, cfg->nlisteners) != 0)

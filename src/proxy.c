@@ -23,6 +23,7 @@
 #include "openapi.h"
 #include "proxy.h"
 #include "router.h"
+#include "tls.h"
 #include "upstream.h"
 
 /* A failed endpoint of a load_balance or failover group is skipped this long. */
@@ -36,6 +37,7 @@ struct proxy {
 	struct limits_conf lim;
 	uint64_t next_rid;
 	size_t inflight;
+	int stopping;
 };
 
 struct preq {
@@ -345,9 +347,11 @@ static void preq_client_closed(void *arg)
 
 	log_debug("proxy", "rid=%llu client closed the connection", (unsigned long long)r->rid);
 	upstream_abort(&r->ex);
-	r->status = r->started ? r->status : 499;
-	r->evcon = NULL;
+	/* 499: the client left; 503: the gateway is stopping and drops it. */
+	if (!r->started)
+		r->status = r->p->stopping ? 503 : 499;
 	preq_log(r);
+	r->evcon = NULL;
 	/* A request evhttp detached from its failing connection is ours to free;
 	 * one still attached goes with the connection. */
 	if (evhttp_request_get_connection(r->req) == NULL)
@@ -361,6 +365,10 @@ static void on_head(void *arg, int status, int64_t clen, int bodyless)
 	struct evkeyvalq *oh = evhttp_request_get_output_headers(r->req);
 	struct evkeyvalq *ih = evhttp_request_get_input_headers(r->req);
 
+	if (r->ep->failing) {
+		log_info("proxy", "endpoint %s answers again", r->url->text);
+		r->ep->failing = 0;
+	}
 	proxy_filter_response_headers(oh, status);
 	if (r->close_after)
 		evhttp_add_header(oh, "Connection", "close");
@@ -412,6 +420,14 @@ static void on_done(void *arg)
 
 static int preq_try_next(struct preq *r);
 
+/* X-Forwarded-Proto: how the client reached the gateway. */
+static const char *preq_proto(const struct preq *r)
+{
+	struct bufferevent *bev = r->evcon ? evhttp_connection_get_bufferevent(r->evcon) : NULL;
+
+	return bev != NULL && tls_is_tls(bev) ? "https" : "http";
+}
+
 static void on_error(void *arg, enum up_error err, int sent_head)
 {
 	struct preq *r = arg;
@@ -430,16 +446,18 @@ static void on_error(void *arg, enum up_error err, int sent_head)
 		evhttp_connection_free(evcon);
 		return;
 	}
-	if (err == UP_ECONNECT || err == UP_ECONNTIMEOUT) {
-		if (r->group->neps > 1) {
-			if (r->ep->down_until <= now)
-				log_warn("proxy", "endpoint %s: %s; skipping it for %llus", r->url->text,
-				    up_error_name(err), ENDPOINT_SUSPEND_US / 1000000);
+	/* A failed TLS handshake is a failed connection: nothing was sent. */
+	if (err == UP_ECONNECT || err == UP_ECONNTIMEOUT || err == UP_ETLS) {
+		/* Logged when the endpoint starts failing and when it answers
+		 * again, not once per request. */
+		if (!r->ep->failing)
+			log_warn("proxy", "endpoint %s: %s%s", r->url->text, up_error_name(err),
+			    r->group->neps > 1 ? "; the group's other endpoints are used meanwhile" : "");
+		r->ep->failing = 1;
+		if (r->group->neps > 1)
 			r->ep->down_until = now + ENDPOINT_SUSPEND_US;
-		} else {
-			log_debug("proxy", "rid=%llu %s: %s", (unsigned long long)r->rid, r->url->text,
-			    up_error_name(err));
-		}
+		log_debug("proxy", "rid=%llu %s: %s", (unsigned long long)r->rid, r->url->text,
+		    up_error_name(err));
 		if (r->tries < r->group->neps && preq_try_next(r) == 0)
 			return;
 		if (err == UP_ECONNTIMEOUT)
@@ -448,7 +466,7 @@ static void on_error(void *arg, enum up_error err, int sent_head)
 			preq_bad_gateway(r, "Error connecting to the back end");
 		return;
 	}
-	log_info("proxy", "rid=%llu %s%s: %s", (unsigned long long)r->rid, r->url->text, r->target,
+	log_info("proxy", "rid=%llu %s%s: %s", (unsigned long long)r->rid, r->url->origin, r->target,
 	    up_error_name(err));
 	if (err == UP_ETIMEOUT)
 		preq_fault(r, 504, 101504, "Runtime Error", "Timeout waiting for the back end");
@@ -506,7 +524,7 @@ static int preq_try_next(struct preq *r)
 		.target = r->target,
 		.url = r->url,
 		.client_addr = addr ? addr : "unknown",
-		.proto = "http",
+		.proto = preq_proto(r),
 		.body_len = clen,
 	};
 	if (r->ex.head == NULL)
@@ -721,6 +739,16 @@ struct proxy *proxy_new(struct evhttp *http, struct front *front, struct upstrea
 	p->lim = *lim;
 	evhttp_set_gencb(http, proxy_handle, p);
 	return p;
+}
+
+void proxy_serve(struct proxy *p, struct evhttp *http)
+{
+	evhttp_set_gencb(http, proxy_handle, p);
+}
+
+void proxy_stopping(struct proxy *p)
+{
+	p->stopping = 1;
 }
 
 size_t proxy_inflight(const struct proxy *p)

@@ -308,3 +308,22 @@ def test_info_level_quiet_per_request(gateway, backend):
         assert g.request("GET", "/iq/x").status == 200
     time.sleep(0.2)
     assert g.stderr() == before, g.stderr()[len(before):]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["-c"], "option -c needs a value"),
+    (["--config"], "option --config needs a value"),
+    (["-c", "x.yaml", "--etcdtimer"], "option --etcdtimer needs a value"),
+    (["-c", "x.yaml", "--version=1"], "--version=1"),
+    (["-c", "x.yaml", "--etcdpassword-file=/nonexistent/pw"], "/nonexistent/pw"),
+])
+def test_missing_or_bad_option_values_named(args, needle, tmp_path):
+    (tmp_path / "x.yaml").write_text(
+        "openapi: 3.0.0\ninfo: {title: t, version: '1'}\nx-wso2-basePath: /t\n"
+        "x-wso2-production-endpoints: {urls: ['http://127.0.0.1:9/']}\n"
+        "paths: {/a: {get: {responses: {'200': {description: ok}}}}}\n")
+    rc, out, err = run(args, cwd=str(tmp_path))
+    assert rc == 2, (rc, err)
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and needle in lines[0], err
+    assert all(32 <= ord(ch) < 127 for ch in lines[0]), repr(lines[0])

@@ -137,3 +137,24 @@ def test_etcd_entry_uses_default_without_etcd(gateway, backend):
     r = g.request("GET", "/ed/x")
     assert r.status == 200, r
     assert r.echo()["target"] == "/default/x"
+
+
+def test_failing_endpoint_logged_once_and_recovery(gateway, backend):
+    """A backend that refuses connections is logged when it starts failing and
+    when it answers again, not once per request."""
+    port = free_port()
+    doc = openapi("/flap", {"/x": {"get": None}}, endpoints=["http://127.0.0.1:%d" % port])
+    g = gateway([doc])
+    for _ in range(5):
+        assert g.request("GET", "/flap/x").status == 502
+    err = g.stderr()
+    assert err.count("connect failed") == 1, err
+    b = backend("flap", port=port)
+    r = g.request("GET", "/flap/x")
+    assert r.status == 200, r
+    assert g.request("GET", "/flap/x").status == 200
+    err = g.stderr()
+    assert err.count("answers again") == 1, err
+    b.stop()
+    assert g.request("GET", "/flap/x").status == 502
+    assert g.stderr().count("connect failed") == 2, g.stderr()
