@@ -50,12 +50,51 @@ void cfg_doc_free(struct cfg_doc *d);
  * buffer. NULL with errno set on failure (EFBIG when larger than 'max'). */
 char *cfg_file_read(const char *path, size_t max, size_t *len);
 const struct cfg_node *cfg_map_get(const struct cfg_node *map, const char *key);
+/* The name in the NULL-terminated list nearest to word, within maxd edits:
+ * the "did you mean" of a typo. NULL when none is that close. */
+const char *cfg_closest(const char *word, const char *const *names, size_t maxd);
 
 /* ---- the gateway configuration ---- */
+
+/* A file named by the configuration: its path (a relative one resolved
+ * against the gateway file's directory) and where it was written. line 0:
+ * it came from the command-line option 'src' ("--etcdcafile"). */
+struct conf_file {
+	char *path;			/* NULL: not given */
+	unsigned line, col;
+	const char *src;
+};
+
+/* One certificate of an HTTPS listener: the chain file (leaf first, then the
+ * intermediates; all are sent) and its private key. */
+struct tls_cert_conf {
+	struct conf_file cert;
+	struct conf_file key;		/* defaults to the certificate file */
+};
+
+struct listener_tls {
+	struct tls_cert_conf *certs;	/* the first is the default; SNI picks by name */
+	size_t ncerts;
+	char *ciphers;			/* TLS 1.2 cipher list; NULL: TLS_DEFAULT_CIPHERS */
+	int min_version;		/* 12 (default) or 13 */
+	unsigned line, col;
+};
+
+/* TLS as a client: to backends (backend_tls) and to etcd. */
+struct tls_client_conf {
+	struct conf_file ca_file;	/* path NULL: the system trust store */
+	struct conf_file cert_file;	/* client certificate chain (mutual TLS), optional */
+	struct conf_file key_file;	/* its key; defaults to cert_file */
+	int verify;			/* verify the peer (default 1); backends only */
+	unsigned verify_line, verify_col;
+	char **no_verify;		/* backend origins ("https://host:port") not verified */
+	size_t nno_verify;
+};
+
 struct listener_conf {
 	char *address;		/* "0.0.0.0", "127.0.0.1", "::" */
 	uint16_t port;
-	int tls;		/* reserved for the HTTPS listener */
+	struct listener_tls *tls;	/* NULL: plain HTTP */
 	unsigned line, col;
 };
 
@@ -69,6 +108,7 @@ struct limits_conf {
 	unsigned pool_max_idle;		/* idle keep-alive connections kept per backend origin; default 256 */
 	unsigned pool_idle_timeout_ms;	/* idle backend connection lifetime; default 60000 */
 	unsigned max_connections;	/* client connections; default 10000 */
+	unsigned tls_handshake_timeout_ms; /* client TLS handshake on an HTTPS listener; default 10000 */
 };
 
 struct etcd_conf {
@@ -79,6 +119,7 @@ struct etcd_conf {
 	unsigned timer_ms;		/* poll period; default 10000 */
 	unsigned timeout_ms;		/* per etcd request; default 3000 */
 	char *api_prefix;		/* "/v3", "/v3beta", "/v3alpha" or NULL = find out */
+	struct tls_client_conf tls;	/* for https:// members */
 };
 
 struct log_conf {
@@ -94,6 +135,7 @@ struct config {
 	size_t nlisteners;
 	struct limits_conf limits;
 	struct etcd_conf etcd;
+	struct tls_client_conf backend_tls;
 	struct log_conf log;
 	struct api **apis;
 	size_t napis;
@@ -104,5 +146,6 @@ struct config {
 struct config *config_load(const char *path, struct cfg_errors *e);
 void config_defaults(struct config *c);
 void config_free(struct config *c);
+void conf_file_set(struct conf_file *f, char *path, unsigned line, unsigned col, const char *src);
 
 #endif

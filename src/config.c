@@ -41,6 +41,7 @@ static const struct limit_def limit_defs[] = {
 	LIM_UINT("pool_max_idle",        pool_max_idle,        1,   65536,            256),
 	LIM_UINT("pool_idle_timeout_ms", pool_idle_timeout_ms, 100, 86400000,         60000),
 	LIM_UINT("max_connections",      max_connections,      1,   1000000,          10000),
+	LIM_UINT("tls_handshake_timeout_ms", tls_handshake_timeout_ms, 100, 600000,   10000),
 };
 #define NLIMITS (sizeof(limit_defs) / sizeof(limit_defs[0]))
 
@@ -54,12 +55,21 @@ static void limit_store(struct limits_conf *l, const struct limit_def *d, unsign
 		*(unsigned *)(void *)p = (unsigned)v;
 }
 
-static const char *const gateway_keys[] = { "listeners", "limits", "log", "etcd", "apis", NULL };
-static const char *const listener_keys[] = { "address", "port", NULL };
+static const char *const gateway_keys[] = {
+	"listeners", "limits", "log", "etcd", "backend_tls", "apis", NULL
+};
+static const char *const listener_keys[] = { "address", "port", "tls", NULL };
+static const char *const listener_tls_keys[] = {
+	"certificate", "key", "certificates", "ciphers", "min_version", NULL
+};
+static const char *const cert_item_keys[] = { "certificate", "key", NULL };
+static const char *const backend_tls_keys[] = {
+	"ca_file", "verify", "no_verify_origins", "cert_file", "key_file", NULL
+};
 static const char *const log_keys[] = { "level", "access_log", NULL };
 static const char *const etcd_keys[] = {
 	"urls", "username", "password", "password_env", "password_file", "timer_ms", "timeout_ms",
-	"api_prefix", NULL
+	"api_prefix", "ca_file", "cert_file", "key_file", NULL
 };
 static const char *const api_item_keys[] = { "file", NULL };
 static const char *const level_names[] = { "error", "warn", "info", "debug", NULL };
@@ -86,50 +96,19 @@ static const char *type_word(const struct cfg_node *n)
 	return n->type == CFG_MAP ? "a mapping" : n->type == CFG_SEQ ? "a list" : "a scalar";
 }
 
-static size_t edit_distance(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b), prev[64], cur[64];
-
-	if (la >= 63 || lb >= 63)
-		return 99;
-	for (size_t j = 0; j <= lb; j++)
-		prev[j] = j;
-	for (size_t i = 1; i <= la; i++) {
-		cur[0] = i;
-		for (size_t j = 1; j <= lb; j++) {
-			size_t d = prev[j - 1] + (a[i - 1] != b[j - 1]);
-
-			if (prev[j] + 1 < d)
-				d = prev[j] + 1;
-			if (cur[j - 1] + 1 < d)
-				d = cur[j - 1] + 1;
-			cur[j] = d;
-		}
-		memcpy(prev, cur, (lb + 1) * sizeof(*prev));
-	}
-	return prev[lb];
-}
-
 /* Report every key of 'map' that is not in 'allowed' (typos are not ignored). */
 static void check_keys(struct gw *g, const struct cfg_node *map, const char *const *allowed,
     const char *where)
 {
 	for (size_t i = 0; i < map->n; i++) {
-		const char *k = map->keys[i]->value, *best = NULL;
-		size_t bd = 3, j;
+		const char *k = map->keys[i]->value, *best;
+		size_t j;
 
-		for (j = 0; allowed[j]; j++) {
-			size_t d;
-
-			if (strcmp(k, allowed[j]) == 0)
-				break;
-			if ((d = edit_distance(k, allowed[j])) < bd) {
-				bd = d;
-				best = allowed[j];
-			}
-		}
+		for (j = 0; allowed[j] && strcmp(k, allowed[j]) != 0; j++)
+			;
 		if (allowed[j])
 			continue;
+		best = cfg_closest(k, allowed, 2);
 		if (best)
 			gw_err(g, map->keys[i], "unknown key '%.80s' in %s (did you mean '%s'?)", k, where, best);
 		else
@@ -192,6 +171,258 @@ static char *path_join(const char *dir, const char *p)
 	return out;
 }
 
+/* ---- TLS settings (the files themselves are checked by the tls room) ---- */
+
+void conf_file_set(struct conf_file *f, char *path, unsigned line, unsigned col, const char *src)
+{
+	free(f->path);
+	f->path = path;
+	f->line = line;
+	f->col = col;
+	f->src = src;
+}
+
+/* A file path relative to the gateway file; reports and returns -1 if bad. */
+static int get_file(struct gw *g, const struct cfg_node *n, const char *name, struct conf_file *out)
+{
+	char *p;
+
+	if (!get_str(g, n, name))
+		return -1;
+	if (memchr(n->value, '\0', n->len)) {
+		gw_err(g, n, "%s must not contain a NUL byte", name);
+		return -1;
+	}
+	if (!(p = path_join(g->dir, n->value))) {
+		gw_err(g, n, "out of memory");
+		return -1;
+	}
+	conf_file_set(out, p, n->line, n->col, NULL);
+	return 0;
+}
+
+static int get_bool(struct gw *g, const struct cfg_node *n, const char *name, int *out)
+{
+	if (n->type == CFG_SCALAR && (strcmp(n->value, "true") == 0 || strcmp(n->value, "yes") == 0)) {
+		*out = 1;
+		return 0;
+	}
+	if (n->type == CFG_SCALAR && (strcmp(n->value, "false") == 0 || strcmp(n->value, "no") == 0)) {
+		*out = 0;
+		return 0;
+	}
+	gw_err(g, n, "%s must be true or false", name);
+	return -1;
+}
+
+static void tls_client_conf_clear(struct tls_client_conf *t)
+{
+	free(t->ca_file.path);
+	free(t->cert_file.path);
+	free(t->key_file.path);
+	for (size_t i = 0; i < t->nno_verify; i++)
+		free(t->no_verify[i]);
+	free(t->no_verify);
+	memset(t, 0, sizeof(*t));
+	t->verify = 1;
+}
+
+static void listener_tls_free(struct listener_tls *t)
+{
+	if (!t)
+		return;
+	for (size_t i = 0; i < t->ncerts; i++) {
+		free(t->certs[i].cert.path);
+		free(t->certs[i].key.path);
+	}
+	free(t->certs);
+	free(t->ciphers);
+	free(t);
+}
+
+/* {certificate, key}: key defaults to the certificate file (one PEM with both). */
+static int load_cert_pair(struct gw *g, const struct cfg_node *map, struct tls_cert_conf *out)
+{
+	const struct cfg_node *c = cfg_map_get(map, "certificate"), *k = cfg_map_get(map, "key");
+
+	if (!c) {
+		gw_err(g, k ? k : map, "tls: a certificate is needed (a PEM file: the certificate, then "
+		    "its intermediates)");
+		return -1;
+	}
+	if (get_file(g, c, "certificate", &out->cert) < 0)
+		return -1;
+	if (k)
+		return get_file(g, k, "key", &out->key);
+	if (!(out->key.path = strdup(out->cert.path))) {
+		gw_err(g, c, "out of memory");
+		return -1;
+	}
+	out->key.line = c->line;
+	out->key.col = c->col;
+	return 0;
+}
+
+/* A listener's tls: {certificate, key} or {certificates: [{certificate, key}, ...]},
+ * with optional ciphers and min_version. */
+static struct listener_tls *load_listener_tls(struct gw *g, const struct cfg_node *n)
+{
+	struct listener_tls *t;
+	const struct cfg_node *list, *x;
+	int bad = 0;
+
+	if (n->type != CFG_MAP) {
+		gw_err(g, n, "tls must be a mapping {certificate, key}");
+		return NULL;
+	}
+	check_keys(g, n, listener_tls_keys, "a listener's tls");
+	if (!(t = calloc(1, sizeof(*t)))) {
+		gw_err(g, n, "out of memory");
+		return NULL;
+	}
+	t->line = n->line;
+	t->col = n->col;
+	t->min_version = 12;
+	list = cfg_map_get(n, "certificates");
+	if (list && (cfg_map_get(n, "certificate") || cfg_map_get(n, "key"))) {
+		gw_err(g, list, "tls: give either certificate/key or certificates, not both");
+		bad = 1;
+	} else if (list) {
+		if (list->type != CFG_SEQ || list->n == 0) {
+			gw_err(g, list, "tls certificates must be a non-empty list of {certificate, key}");
+			bad = 1;
+		} else if (!(t->certs = calloc(list->n, sizeof(*t->certs)))) {
+			gw_err(g, list, "out of memory");
+			bad = 1;
+		} else {
+			for (size_t i = 0; i < list->n; i++) {
+				const struct cfg_node *it = list->items[i];
+
+				if (it->type != CFG_MAP) {
+					gw_err(g, it, "a certificates entry must be a mapping {certificate, key}");
+					bad = 1;
+					continue;
+				}
+				check_keys(g, it, cert_item_keys, "a certificates entry");
+				if (load_cert_pair(g, it, &t->certs[t->ncerts]) < 0) {
+					free(t->certs[t->ncerts].cert.path);
+					free(t->certs[t->ncerts].key.path);
+					memset(&t->certs[t->ncerts], 0, sizeof(t->certs[0]));
+					bad = 1;
+					continue;
+				}
+				t->ncerts++;
+			}
+		}
+	} else if (!(t->certs = calloc(1, sizeof(*t->certs)))) {
+		gw_err(g, n, "out of memory");
+		bad = 1;
+	} else if (load_cert_pair(g, n, &t->certs[0]) == 0) {
+		t->ncerts = 1;
+	} else {
+		free(t->certs[0].cert.path);
+		free(t->certs[0].key.path);
+		memset(&t->certs[0], 0, sizeof(t->certs[0]));
+		bad = 1;
+	}
+	if ((x = cfg_map_get(n, "ciphers"))) {
+		if (!get_str(g, x, "ciphers"))
+			bad = 1;
+		else if (!(t->ciphers = strdup(x->value)))
+			bad = 1;
+	}
+	if ((x = cfg_map_get(n, "min_version"))) {
+		if (x->type == CFG_SCALAR && (strcmp(x->value, "1.2") == 0 || strcmp(x->value, "TLSv1.2") == 0)) {
+			t->min_version = 12;
+		} else if (x->type == CFG_SCALAR && (strcmp(x->value, "1.3") == 0 ||
+		    strcmp(x->value, "TLSv1.3") == 0)) {
+			t->min_version = 13;
+		} else {
+			gw_err(g, x, "min_version must be \"1.2\" or \"1.3\" (older TLS versions are not offered)");
+			bad = 1;
+		}
+	}
+	if (bad) {
+		listener_tls_free(t);
+		return NULL;
+	}
+	return t;
+}
+
+/* The client side of TLS: backend_tls, or the TLS keys of etcd (which has no
+ * verify switch: etcd is always verified). */
+static void load_tls_client(struct gw *g, const struct cfg_node *n, struct tls_client_conf *t,
+    int backend)
+{
+	const struct cfg_node *x, *c, *k;
+
+	if ((x = cfg_map_get(n, "ca_file")))
+		get_file(g, x, "ca_file", &t->ca_file);
+	c = cfg_map_get(n, "cert_file");
+	k = cfg_map_get(n, "key_file");
+	if (k && !c)
+		gw_err(g, k, "key_file needs cert_file (the client certificate it belongs to)");
+	if (c && get_file(g, c, "cert_file", &t->cert_file) == 0) {
+		if (k) {
+			get_file(g, k, "key_file", &t->key_file);
+		} else if (!(t->key_file.path = strdup(t->cert_file.path))) {
+			gw_err(g, c, "out of memory");
+		} else {
+			t->key_file.line = c->line;
+			t->key_file.col = c->col;
+		}
+	}
+	if (!backend)
+		return;
+	if ((x = cfg_map_get(n, "verify")) && get_bool(g, x, "verify", &t->verify) == 0) {
+		t->verify_line = x->line;
+		t->verify_col = x->col;
+	}
+	if ((x = cfg_map_get(n, "no_verify_origins"))) {
+		if (x->type != CFG_SEQ) {
+			gw_err(g, x, "no_verify_origins must be a list of https://host:port origins");
+			return;
+		}
+		if (!(t->no_verify = calloc(x->n + 1, sizeof(*t->no_verify)))) {
+			gw_err(g, x, "out of memory");
+			return;
+		}
+		for (size_t i = 0; i < x->n; i++) {
+			const struct cfg_node *it = x->items[i];
+			const char *why = NULL;
+			struct url *u;
+
+			if (!get_str(g, it, "an origin"))
+				continue;
+			if (!(u = url_parse(it->value, &why))) {
+				gw_err(g, it, "no_verify_origins: '%.120s' is not a URL: %s", it->value,
+				    why ? why : "invalid");
+				continue;
+			}
+			if (!u->tls || (u->path[0] && strcmp(u->path, "/") != 0))
+				gw_err(g, it, "no_verify_origins: '%.120s' is not an https origin "
+				    "(https://host[:port], without a path)", it->value);
+			else if (!(t->no_verify[t->nno_verify] = strdup(u->origin)))
+				gw_err(g, it, "out of memory");
+			else
+				t->nno_verify++;
+			url_unref(u);
+		}
+	}
+}
+
+static void load_backend_tls(struct gw *g, const struct cfg_node *n)
+{
+	if (is_null(n))
+		return;
+	if (n->type != CFG_MAP) {
+		gw_err(g, n, "backend_tls must be a mapping {ca_file, verify, ...}");
+		return;
+	}
+	check_keys(g, n, backend_tls_keys, "backend_tls");
+	load_tls_client(g, n, &g->c->backend_tls, 1);
+}
+
 /* ---- sections ---- */
 
 static void load_listeners(struct gw *g, const struct cfg_node *n)
@@ -208,8 +439,9 @@ static void load_listeners(struct gw *g, const struct cfg_node *n)
 		return;
 	}
 	for (size_t i = 0; i < n->n; i++) {
-		const struct cfg_node *it = n->items[i], *a, *p;
+		const struct cfg_node *it = n->items[i], *a, *p, *t;
 		unsigned long long port = DEFAULT_PORT;
+		struct listener_tls *tls = NULL;
 		const char *addr = DEFAULT_ADDRESS;
 		unsigned char sa[16];
 		int bad = 0;
@@ -248,17 +480,23 @@ static void load_listeners(struct gw *g, const struct cfg_node *n)
 		}
 		if (bad)
 			continue;
+		if ((t = cfg_map_get(it, "tls")) && !is_null(t) && !(tls = load_listener_tls(g, t)))
+			continue;
 		if (!(ls[nl].address = strdup(addr))) {
 			gw_err(g, it, "out of memory");
+			listener_tls_free(tls);
 			continue;
 		}
+		ls[nl].tls = tls;
 		ls[nl].port = (uint16_t)port;
 		ls[nl].line = it->line;
 		ls[nl].col = it->col;
 		nl++;
 	}
-	for (size_t i = 0; i < g->c->nlisteners; i++)
+	for (size_t i = 0; i < g->c->nlisteners; i++) {
 		free(g->c->listeners[i].address);
+		listener_tls_free(g->c->listeners[i].tls);
+	}
 	free(g->c->listeners);
 	g->c->listeners = ls;
 	g->c->nlisteners = nl;
@@ -370,6 +608,7 @@ static void load_etcd(struct gw *g, const struct cfg_node *n)
 		gw_err(g, n, "etcd must be a mapping");
 		return;
 	}
+	load_tls_client(g, n, &ec->tls, 0);
 	check_keys(g, n, etcd_keys, "etcd");
 	if ((x = cfg_map_get(n, "urls"))) {
 		if (x->type == CFG_SEQ) {
@@ -538,6 +777,8 @@ void config_defaults(struct config *c)
 		limit_store(&c->limits, &limit_defs[i], limit_defs[i].def);
 	c->etcd.timer_ms = 10000;
 	c->etcd.timeout_ms = 3000;
+	c->etcd.tls.verify = 1;
+	c->backend_tls.verify = 1;
 	c->log.level = LOG_INFO;
 	c->log.access_log = strdup("-");
 	if ((c->listeners = calloc(1, sizeof(*c->listeners)))) {
@@ -553,9 +794,13 @@ void config_free(struct config *c)
 	if (!c)
 		return;
 	free(c->file);
-	for (size_t i = 0; i < c->nlisteners; i++)
+	for (size_t i = 0; i < c->nlisteners; i++) {
 		free(c->listeners[i].address);
+		listener_tls_free(c->listeners[i].tls);
+	}
 	free(c->listeners);
+	tls_client_conf_clear(&c->etcd.tls);
+	tls_client_conf_clear(&c->backend_tls);
 	for (size_t i = 0; i < c->etcd.nurls; i++)
 		free(c->etcd.urls[i]);
 	free(c->etcd.urls);
@@ -612,6 +857,8 @@ struct config *config_load(const char *path, struct cfg_errors *e)
 			load_log(&g, x);
 		if ((x = cfg_map_get(root, "etcd")))
 			load_etcd(&g, x);
+		if ((x = cfg_map_get(root, "backend_tls")))
+			load_backend_tls(&g, x);
 		if ((x = cfg_map_get(root, "apis")))
 			load_apis(&g, doc, x);
 		else

@@ -749,3 +749,44 @@ const struct cfg_node *cfg_map_get(const struct cfg_node *map, const char *key)
 			return map->items[i];
 	return NULL;
 }
+
+/* Levenshtein distance, capped: names are short. */
+static size_t cfg_edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), prev[64], cur[64];
+
+	if (la >= 63 || lb >= 63)
+		return 99;
+	for (size_t j = 0; j <= lb; j++)
+		prev[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		cur[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t d = prev[j - 1] + (a[i - 1] != b[j - 1]);
+
+			if (prev[j] + 1 < d)
+				d = prev[j] + 1;
+			if (cur[j - 1] + 1 < d)
+				d = cur[j - 1] + 1;
+			cur[j] = d;
+		}
+		memcpy(prev, cur, (lb + 1) * sizeof(*prev));
+	}
+	return prev[lb];
+}
+
+const char *cfg_closest(const char *word, const char *const *names, size_t maxd)
+{
+	const char *best = NULL;
+	size_t bd = maxd + 1;
+
+	for (size_t j = 0; names[j]; j++) {
+		size_t d = cfg_edit_distance(word, names[j]);
+
+		if (d < bd) {
+			bd = d;
+			best = names[j];
+		}
+	}
+	return best;
+}

@@ -290,6 +290,54 @@ static size_t named_find(const struct oa *o, const char *name)
 	return (size_t)-1;
 }
 
+/* OpenAPI fixes the keys of a path item; an operation's are free, but an
+ * x-wso2-* key that is nearly a supported one is a typo that would silently
+ * route elsewhere. Keys of other x-wso2-* extensions (throttling, CORS, ...)
+ * are WSO2 features mgw-evd does not implement: a warning, not an error. */
+static const char *const path_item_keys[] = {
+	"get", "put", "post", "delete", "options", "head", "patch", "trace",
+	"summary", "description", "servers", "parameters", "$ref",
+	"x-wso2-production-endpoints", "x-wso2-sandbox-endpoints", NULL,
+};
+static const char *const operation_keys[] = {
+	"x-wso2-production-endpoints", "x-wso2-sandbox-endpoints", NULL,
+};
+static const char *const root_wso2_keys[] = {
+	"x-wso2-basePath", "x-wso2-production-endpoints", "x-wso2-sandbox-endpoints",
+	"x-wso2-endpoints", NULL,
+};
+
+static void oa_check_keys(struct oa *o, const struct cfg_node *map, const char *const *known,
+    const char *where)
+{
+	int strict = known == path_item_keys;
+
+	if (map == NULL || map->type != CFG_MAP)
+		return;
+	for (size_t i = 0; i < map->n; i++) {
+		const struct cfg_node *k = map->keys[i];
+		const char *best;
+		size_t j;
+
+		for (j = 0; known[j] && strcmp(k->value, known[j]) != 0; j++)
+			;
+		if (known[j])
+			continue;
+		int wso2 = strncasecmp(k->value, "x-wso2-", 7) == 0;
+
+		if (!wso2 && (!strict || strncasecmp(k->value, "x-", 2) == 0))
+			continue;	/* operation fields and other vendors' extensions */
+		best = cfg_closest(k->value, known, 2);
+		if (best != NULL)
+			oa_err(o, k, "unknown key '%.80s' in %s (did you mean '%s'?)", k->value, where, best);
+		else if (strict && !wso2)
+			oa_err(o, k, "unknown key '%.80s' in %s", k->value, where);
+		else
+			log_warn("openapi", "%s:%u:%u: '%.80s' is not supported by mgw-evd and is ignored",
+			    o->file, k->line, k->col, k->value);
+	}
+}
+
 /* An endpoint value: an object, or a "#/x-wso2-endpoints/<name>" reference. */
 static struct ep_group *parse_group(struct oa *o, const struct cfg_node *n, const char *what)
 {
@@ -719,6 +767,7 @@ static void load_path(struct oa *o, const struct cfg_node *key, const struct cfg
 			return;
 		}
 	}
+	oa_check_keys(o, item, path_item_keys, "a path item");
 	/* the path item's own keys win over the referenced ones */
 	for (int pass = 0; pass < 2; pass++) {
 		const struct cfg_node *m = pass ? tgt : item;
@@ -765,6 +814,7 @@ static void load_path(struct oa *o, const struct cfg_node *key, const struct cfg
 			bad = 1;
 			continue;
 		}
+		oa_check_keys(o, op, operation_keys, "an operation");
 		if ((x = cfg_map_get(op, "x-wso2-production-endpoints")) &&
 		    !(prod = parse_group(o, x, "x-wso2-production-endpoints")))
 			bad = 1;
@@ -869,6 +919,7 @@ struct api *openapi_load(const struct cfg_doc *doc, const struct cfg_node *root,
 	load_info(&o);
 	load_base_path(&o);
 	load_named(&o);
+	oa_check_keys(&o, root, root_wso2_keys, "the document");
 	if ((x = cfg_map_get(root, "x-wso2-production-endpoints")) &&
 	    !(o.api->prod = parse_group(&o, x, "x-wso2-production-endpoints")))
 		o.api_prod_bad = 1;

@@ -293,6 +293,17 @@ static void test_good_gateway(void)
 
 static void test_bad(void)
 {
+	load_bad("bad/typos.yaml");
+	ok(has_err("bad/typos.yaml:4:1:", "did you mean 'x-wso2-production-endpoints'"),
+	    "a near-miss x-wso2 key at the top is an error with a hint");
+	ok(has_err("bad/typos.yaml:9:5:", "did you mean 'get'"), "a misspelt method is an error with a hint");
+	ok(has_err("bad/typos.yaml:11:5:", "did you mean 'x-wso2-sandbox-endpoints'"),
+	    "a near-miss x-wso2 key in a path item");
+	ok(has_err("bad/typos.yaml:15:7:", "did you mean 'x-wso2-production-endpoints'"),
+	    "a near-miss x-wso2 key in an operation");
+	ok(has_err("bad/typos.yaml:18:5:", "unknown key 'bogus' in a path item"), "an unknown path item key");
+	ok(!has_err("bad/typos.yaml:6:", ""), "another WSO2 extension is only a warning");
+
 	load_bad("bad/dup-key.yaml");
 	ok(has_err("bad/dup-key.yaml:7:5:", "duplicate key 'get'"), "duplicate key in a path item");
 	ok(has_err("bad/dup-key.yaml:8:1:", "first at line 3, column 1"), "duplicate key names both positions");
