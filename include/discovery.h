@@ -7,6 +7,7 @@
 #include "endpoint.h"
 
 struct event_base;
+struct ssl_ctx_st;
 
 /* One etcd key. Endpoints point at their slot, so a request reads the current
  * URL without a hash lookup. 'url' is NULL while the key is absent (or was never
@@ -19,6 +20,9 @@ struct disc_slot {
 struct disc;
 
 struct disc *disc_new(struct event_base *base, const struct etcd_conf *conf);
+/* The client context for https members (not owned; must outlive d). Without
+ * it an https member cannot be reached. */
+void disc_set_tls(struct disc *d, struct ssl_ctx_st *ctx);
 /* Find or create the slot of a key (wiring time only). */
 struct disc_slot *disc_slot(struct disc *d, const char *key);
 /* First poll now, then every timer_ms; polls never overlap. */

@@ -11,10 +11,21 @@ struct event_base;
 struct evhttp;
 struct evhttp_request;
 struct front;
+struct tls_server;
 
 struct front *front_new(struct event_base *base, struct evhttp *http, const struct limits_conf *lim);
-/* Bind every listener or none. Errors are logged; returns -1 on failure. */
-int front_listen(struct front *f, const struct listener_conf *l, size_t n);
+/* Bind every listener or none. Errors are logged; returns -1 on failure.
+ * tls (may be NULL) is parallel to l: the certificates of each HTTPS
+ * listener, NULL for a plain one. Each HTTPS listener gets its own evhttp
+ * instance (see front_https_server). */
+int front_listen(struct front *f, const struct listener_conf *l, size_t n,
+    struct tls_server *const *tls);
+/* The evhttp instance of the i-th HTTPS listener, NULL past the last: the
+ * request handler must be set on each, as on the plain one. */
+struct evhttp *front_https_server(const struct front *f, size_t i);
+/* Free the HTTPS evhttp instances and their connections: call next to
+ * evhttp_free() of the plain instance, before the proxy goes. */
+void front_free_https(struct front *f);
 /* Stop accepting (graceful shutdown). */
 void front_stop_accepting(struct front *f);
 size_t front_conn_count(const struct front *f);

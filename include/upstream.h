@@ -13,6 +13,7 @@
 #include "endpoint.h"
 
 struct evdns_base;
+struct ssl_ctx_st;
 struct upstream;
 struct up_conn;
 
@@ -21,6 +22,16 @@ struct up_settings {
 	unsigned pool_max_idle;		/* idle connections kept per origin */
 	unsigned pool_idle_timeout_ms;
 	size_t max_response_head;	/* status line + headers of a backend response */
+	/* https backends: the client context (NULL: https endpoints refused),
+	 * whether peers are verified, and the origins exempted from it. */
+	struct ssl_ctx_st *tls_ctx;
+	/* Makes tls_ctx on the first https origin when it is NULL: OpenSSL's
+	 * set-up costs a few MiB that a plain-HTTP gateway need not pay. */
+	struct ssl_ctx_st *(*tls_ctx_make)(void *arg);
+	void *tls_ctx_arg;
+	int tls_verify;
+	char *const *tls_no_verify;	/* "https://host:port", as struct url's origin */
+	size_t tls_nno_verify;
 };
 
 enum up_error {
@@ -29,7 +40,7 @@ enum up_error {
 	UP_ETIMEOUT,		/* no response byte within the endpoint timeout */
 	UP_EPROTO,		/* the backend's response is not valid HTTP/1.x */
 	UP_ECLOSED,		/* the backend closed or reset before the response ended */
-	UP_ETLS,		/* https backends need the TLS room */
+	UP_ETLS,		/* TLS handshake failed (or no TLS context): nothing was sent */
 };
 const char *up_error_name(enum up_error e);
 

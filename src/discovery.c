@@ -22,6 +22,11 @@
  * evhttp callbacks never act inline: they copy the reply into the call and
  * activate one deferred event, so nothing is re-entered and no connection is
  * freed under its own callback.
+ *
+ * https members: each TCP connection gets a fresh SSL (verified against the
+ * etcd CA file or the system store, host name checked, optional client
+ * certificate). evhttp would reconnect a closed connection with the SSL of
+ * the old one, so a closed https connection is replaced instead.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -34,6 +39,8 @@
 #include <time.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
@@ -42,9 +49,13 @@
 
 #include "discovery.h"
 #include "log.h"
+#include "tls.h"
 
 #define ROOM			"etcd"
-#define DISC_MAX_BODY		(64u << 20)
+/* A txn reply holds at most 128 keys whose values are URLs: a few KiB each at
+ * most. A reply far beyond that is not etcd answering about URLs, and parsing
+ * megabytes of it would stall the loop that serves traffic. */
+#define DISC_MAX_BODY		(2u << 20)
 #define DISC_MAX_HEADERS	(64u << 10)
 #define DISC_BACKOFF_MAX_MS	60000u
 #define DISC_LOGVAL		160	/* bytes of a value shown in a log line */
@@ -81,6 +92,7 @@ struct call {
 	int done;
 	int status;			/* HTTP status, 0 = no reply */
 	const char *reason;		/* for status 0 */
+	char why[200];			/* a TLS reason, pointed to by reason */
 	char *body;
 	size_t bodylen;
 	struct call *next;
@@ -137,6 +149,7 @@ struct disc {
 	enum disc_class problem;	/* last non-member problem logged */
 	int first_ok;			/* a poll has succeeded */
 	char *prefix_owned;		/* api_prefix override, or NULL */
+	SSL_CTX *tls;			/* for https members; not owned */
 };
 
 static void step(struct disc *d);
@@ -765,6 +778,19 @@ call_error_cb(enum evhttp_request_error err, void *arg)
 	case EVREQ_HTTP_DATA_TOO_LONG:	c->reason = "reply too large"; break;
 	default:			c->reason = "request failed"; break;
 	}
+	/* evhttp has reset the connection, but its bufferevent keeps the TLS
+	 * reason: a refused certificate, a handshake alert... */
+	{
+		struct member *m = &c->d->members[c->member];
+		char why[160];
+
+		if (m->url->tls && c->conn < m->nconns && m->conns[c->conn] != NULL &&
+		    tls_failure(evhttp_connection_get_bufferevent(m->conns[c->conn]), why,
+		    sizeof(why)) != NULL) {
+			snprintf(c->why, sizeof(c->why), "TLS: %s", why);
+			c->reason = c->why;
+		}
+	}
 }
 
 /* evhttp's callback: copy what is needed, finish later (never inline). */
@@ -842,15 +868,41 @@ member_conn(struct disc *d, struct member *m, size_t i)
 		m->conns = n;
 		m->nconns = i + 1;
 	}
-	if (m->conns[i] != NULL)
-		return m->conns[i];
+	if (m->conns[i] != NULL) {
+		if (!m->url->tls || bufferevent_getfd(evhttp_connection_get_bufferevent(m->conns[i])) >= 0)
+			return m->conns[i];
+		/* A closed https connection: no request is on it (one call per
+		 * connection at a time); a fresh one gets a fresh SSL. */
+		evhttp_connection_free(m->conns[i]);
+		m->conns[i] = NULL;
+	}
 	if (d->dns == NULL && !host_is_numeric(m->url->host)) {
 		d->dns = evdns_base_new(d->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
 		    EVDNS_BASE_DISABLE_WHEN_INACTIVE);
 		if (d->dns == NULL)
 			d->dns = evdns_base_new(d->base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
 	}
-	conn = evhttp_connection_base_new(d->base, d->dns, m->url->host, m->url->port);
+	if (m->url->tls) {
+		SSL *ssl = d->tls != NULL ? tls_client_ssl(d->tls, m->url->host, 1) : NULL;
+		struct bufferevent *bev;
+
+		if (ssl == NULL)
+			return NULL;
+		/* Deferred callbacks: the bytes read with a close come first. On
+		 * failure the SSL goes with the bufferevent (CLOSE_ON_FREE). */
+		bev = bufferevent_openssl_socket_new(d->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+		if (bev == NULL)
+			return NULL;
+		conn = evhttp_connection_base_bufferevent_new(d->base, d->dns, bev, m->url->host,
+		    m->url->port);
+		if (conn == NULL) {
+			bufferevent_free(bev);
+			return NULL;
+		}
+	} else {
+		conn = evhttp_connection_base_new(d->base, d->dns, m->url->host, m->url->port);
+	}
 	if (conn == NULL)
 		return NULL;
 	tv.tv_sec = d->timeout_ms / 1000;
@@ -1336,8 +1388,11 @@ on_txn(struct disc *d, struct call *c)
 		if (c->status == 0)
 			snprintf(b->msg, sizeof(b->msg), "%s", c->reason);
 	}
-	if (b->state == B_DONE || (cls != DISC_TRANSPORT && cls != DISC_GARBAGE &&
-	    cls != DISC_UNAVAILABLE))
+	/* The member is fine only if the reply was usable too: a valid JSON
+	 * reply whose content is garbage must not reset the fault (it would be
+	 * logged as gone and back on every poll). */
+	if (b->state == B_DONE || (b->cls != DISC_TRANSPORT && b->cls != DISC_GARBAGE &&
+	    b->cls != DISC_UNAVAILABLE))
 		member_ok(d, c->member);
 	if (d->pending == 0)
 		txns_finished(d);
@@ -1463,12 +1518,6 @@ disc_new(struct event_base *base, const struct etcd_conf *conf)
 			log_err(ROOM, "etcd URL '%s' ignored: %s", conf->urls[i], err ? err : "invalid");
 			continue;
 		}
-		if (u->tls) {
-			log_err(ROOM, "etcd URL '%s' ignored: https etcd members are not supported yet",
-			    u->text);
-			url_unref(u);
-			continue;
-		}
 		m = &d->members[d->nmembers++];
 		m->url = u;
 		l = strlen(u->path);
@@ -1510,6 +1559,13 @@ disc_new(struct event_base *base, const struct etcd_conf *conf)
 fail:
 	disc_free(d);
 	return NULL;
+}
+
+void
+disc_set_tls(struct disc *d, SSL_CTX *ctx)
+{
+	if (d != NULL)
+		d->tls = ctx;
 }
 
 int

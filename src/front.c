@@ -10,18 +10,29 @@
  * evhttp owns the connection; the guard lives exactly as long as it: it is
  * attached to the evhttp connection right after the accept (by an event of
  * the highest priority, so before any I/O of that socket is handled) and
- * freed from the connection's close callback. */
+ * freed from the connection's close callback.
+ *
+ * HTTPS listeners: the bufferevent callback is per evhttp instance, so each
+ * HTTPS listener has its own evhttp (with its own certificates), whose
+ * callback wraps the accepted socket in an openssl bufferevent. The guard
+ * watches the decrypted bytes the same way, and also closes a connection
+ * whose TLS handshake does not complete within tls_handshake_timeout_ms.
+ * close_notify is sent when a connection is closed between requests only:
+ * never when the gateway aborts a response, which must not look complete. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <event2/http.h>
@@ -29,6 +40,10 @@
 
 #include "front.h"
 #include "log.h"
+#include "tls.h"
+
+/* Sockets whose TLS set-up failed, closed before any of their I/O. */
+#define FRONT_MAX_DOOMED	16
 
 enum fc_state {
 	FC_WAIT_HEAD,	/* between requests or inside a head */
@@ -50,12 +65,22 @@ struct front_conn {
 	int last_cr;			/* the line so far ends with CR */
 	int in_first_line;
 	int fd;
+	int tls;			/* accepted on an HTTPS listener */
+	int hs_done;			/* its TLS handshake completed */
+	uint64_t accept_ms;
 	front_close_fn on_close;	/* the request in flight wants to know */
 	void *on_close_arg;
 };
 
 struct front_listener {
 	struct evconnlistener *lev;
+};
+
+/* One HTTPS listener: its evhttp instance and certificates. */
+struct front_https {
+	struct front *f;
+	struct evhttp *http;
+	struct tls_server *tls;		/* not owned */
 };
 
 /* evhttp_bind_listener() takes the listener's callback argument for itself,
@@ -72,7 +97,12 @@ struct front {
 	size_t nbyfd;
 	struct front_listener *listeners;
 	size_t nlisteners;
-	struct event *sweep;		/* header timeouts */
+	struct front_https *https;
+	size_t nhttps;
+	struct bufferevent *doomed[FRONT_MAX_DOOMED];
+	size_t ndoomed;
+	struct event *doom;		/* closes the doomed sockets, before their I/O */
+	struct event *sweep;		/* header and TLS handshake timeouts */
 	struct event *resume;		/* accept back-off */
 	int paused;			/* accepting paused (fd exhaustion or the cap) */
 	int stopping;
@@ -105,6 +135,7 @@ static const char *status_reason(int status)
 }
 
 static void front_input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg);
+static void front_http_setup(struct front *f, struct evhttp *http);
 
 static void front_accept_set(struct front *f, int on)
 {
@@ -125,6 +156,18 @@ static void front_closed(struct evhttp_connection *evcon, void *arg)
 	(void)evcon;
 	if (c->on_close != NULL)
 		c->on_close(c->on_close_arg);
+	if (c->tls) {
+		char why[200];
+
+		if (!c->hs_done && !tls_handshake_done(c->bev)) {
+			if (tls_failure(c->bev, why, sizeof(why)) != NULL)
+				log_debug("front", "fd=%d TLS handshake failed: %s", c->fd, why);
+		} else if (c->state != FC_IN_REQUEST) {
+			/* Between requests, or after a rejection was written:
+			 * nothing was cut short. */
+			tls_close_notify(c->bev);
+		}
+	}
 	LIST_REMOVE(c, link);
 	f->nconns--;
 	if (c->fd >= 0 && (size_t)c->fd < f->nbyfd && f->byfd[c->fd] == c)
@@ -286,12 +329,25 @@ static void front_input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *
 static void front_sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct front *f = arg;
-	struct front_conn *c;
+	struct front_conn *c, *next;
 	uint64_t now = now_ms();
 
 	(void)fd;
 	(void)what;
-	LIST_FOREACH(c, &f->conns, link) {
+	for (c = LIST_FIRST(&f->conns); c != NULL; c = next) {
+		next = LIST_NEXT(c, link);
+		if (c->tls && !c->hs_done && c->evcon != NULL) {
+			if (tls_handshake_done(c->bev)) {
+				c->hs_done = 1;
+			} else if (now - c->accept_ms >= f->lim.tls_handshake_timeout_ms) {
+				/* A client stalling in the handshake costs its
+				 * connection only. This frees c. */
+				log_debug("front", "fd=%d TLS handshake not completed within %ums: closing",
+				    c->fd, f->lim.tls_handshake_timeout_ms);
+				evhttp_connection_free(c->evcon);
+				continue;
+			}
+		}
 		if (c->evcon != NULL && c->state == FC_WAIT_HEAD && c->head_start_ms != 0 &&
 		    now - c->head_start_ms >= f->lim.header_timeout_ms)
 			front_reject(c, 408);
@@ -312,6 +368,14 @@ static void front_attach_cb(evutil_socket_t fd, short what, void *arg)
 	c->evcon = cbarg;
 	c->fd = bufferevent_getfd(c->bev);
 	evhttp_connection_set_closecb(c->evcon, front_closed, c);
+	if (c->fd >= 0) {
+		int one = 1;
+
+		/* A response leaves in several writes (the head, body pieces as the
+		 * backend sends them, TLS records): without this, Nagle holds the
+		 * last small one until the client's delayed ACK, 40 ms later. */
+		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
 	if (c->fd >= 0 && (size_t)c->fd >= f->nbyfd) {
 		size_t n = f->nbyfd ? f->nbyfd : 1024;
 		struct front_conn **nb;
@@ -329,22 +393,43 @@ static void front_attach_cb(evutil_socket_t fd, short what, void *arg)
 		f->byfd[c->fd] = c;
 }
 
-static struct bufferevent *front_bevcb(struct event_base *base, void *arg)
+/* Each piece of a TLS connection's output buffer becomes its own TLS record
+ * and write(): a response's head and body would take two. Up to one record's
+ * worth of pending output is kept in one piece (measured: one syscall and
+ * one record less per small response). */
+static void front_tls_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
-	struct front *f = arg;
-	struct front_conn *c = calloc(1, sizeof(*c));
+	size_t len;
 
-	if (c == NULL)
+	(void)arg;
+	if (info->n_added == 0)
+		return;
+	len = evbuffer_get_length(buf);
+	if (len <= 16384 && evbuffer_peek(buf, -1, NULL, NULL, 0) > 1)
+		evbuffer_pullup(buf, -1);
+}
+
+/* The guard of a new connection around its bufferevent (consumed). */
+static struct front_conn *front_guard(struct front *f, struct event_base *base,
+    struct bufferevent *bev, int tls)
+{
+	struct front_conn *c;
+
+	if (bev == NULL)
 		return NULL;
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		bufferevent_free(bev);
+		return NULL;
+	}
 	c->f = f;
 	c->fd = -1;
 	c->in_first_line = 1;
-	c->bev = bufferevent_socket_new(base, -1, 0);
-	if (c->bev == NULL) {
-		free(c);
-		return NULL;
-	}
-	if (evbuffer_add_cb(bufferevent_get_input(c->bev), front_input_cb, c) == NULL) {
+	c->tls = tls;
+	c->bev = bev;
+	if (tls)
+		c->accept_ms = now_ms();
+	if (evbuffer_add_cb(bufferevent_get_input(c->bev), front_input_cb, c) == NULL ||
+	    (tls && evbuffer_add_cb(bufferevent_get_output(c->bev), front_tls_out_cb, NULL) == NULL)) {
 		bufferevent_free(c->bev);
 		free(c);
 		return NULL;
@@ -354,12 +439,64 @@ static struct bufferevent *front_bevcb(struct event_base *base, void *arg)
 	event_active(&c->attach, EV_TIMEOUT, 1);
 	LIST_INSERT_HEAD(&f->conns, c, link);
 	f->nconns++;
+	if (f->backoff_ms != 0) {
+		log_info("front", "accepting connections again");
+		f->backoff_ms = 0;
+	}
 	if (f->nconns >= f->lim.max_connections && !f->paused) {
 		log_warn("front", "%zu client connections: accepting paused until one closes", f->nconns);
 		f->paused = 1;
 		front_accept_set(f, 0);
 	}
-	return c->bev;
+	return c;
+}
+
+static struct bufferevent *front_bevcb(struct event_base *base, void *arg)
+{
+	struct front_conn *c = front_guard(arg, base, bufferevent_socket_new(base, -1, 0), 0);
+
+	return c ? c->bev : NULL;
+}
+
+static void front_doom_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct front *f = arg;
+
+	(void)fd;
+	(void)what;
+	while (f->ndoomed > 0) {
+		struct bufferevent *bev = f->doomed[--f->ndoomed];
+		void *evcon = NULL;
+
+		bufferevent_getcb(bev, NULL, NULL, NULL, &evcon);
+		if (evcon != NULL)
+			evhttp_connection_free(evcon);
+	}
+}
+
+static struct bufferevent *front_bevcb_tls(struct event_base *base, void *arg)
+{
+	struct front_https *h = arg;
+	struct front *f = h->f;
+	SSL *ssl = tls_server_ssl(h->tls);
+	struct bufferevent *bev = NULL;
+	struct front_conn *c;
+
+	/* On failure the SSL is freed with the bufferevent (CLOSE_ON_FREE). */
+	if (ssl != NULL)
+		bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+		    BEV_OPT_CLOSE_ON_FREE);
+	if ((c = front_guard(f, base, bev, 1)) != NULL)
+		return c->bev;
+	/* Out of memory. Given no bufferevent, evhttp would make a plain one
+	 * and speak clear HTTP on this port: it gets one that is closed, with
+	 * its connection, before any of its I/O is handled. */
+	log_err("front", "out of memory setting up TLS for a new connection: closing it");
+	if (f->ndoomed == FRONT_MAX_DOOMED || (bev = bufferevent_socket_new(base, -1, 0)) == NULL)
+		return NULL;
+	f->doomed[f->ndoomed++] = bev;
+	event_active(f->doom, EV_TIMEOUT, 1);
+	return bev;
 }
 
 static struct front_conn *front_conn_of(struct front *f, struct evhttp_request *req)
@@ -413,7 +550,8 @@ static void front_resume_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	f->backoff_ms = 0;
+	/* The back-off is reset by the next accept that succeeds, not here:
+	 * while descriptors stay exhausted it keeps growing. */
 	if (f->stopping || f->nconns >= f->lim.max_connections)
 		return;
 	f->paused = 0;
@@ -436,12 +574,12 @@ static void front_accept_error_cb(struct evconnlistener *lev, void *arg)
 	}
 	/* Out of descriptors: spinning on accept would burn the CPU without
 	 * serving anyone. Pause, and back off while it persists. */
+	if (f->backoff_ms == 0)
+		log_warn("front", "accept: %s; pausing accepts, backing off up to 2000ms until one succeeds",
+		    evutil_socket_error_to_string(err));
 	f->backoff_ms = f->backoff_ms ? f->backoff_ms * 2 : 100;
 	if (f->backoff_ms > 2000)
 		f->backoff_ms = 2000;
-	if (!f->paused)
-		log_warn("front", "accept: %s; pausing accepts for %ums", evutil_socket_error_to_string(err),
-		    f->backoff_ms);
 	f->paused = 1;
 	front_accept_set(f, 0);
 	tv.tv_sec = f->backoff_ms / 1000;
@@ -463,12 +601,17 @@ struct front *front_new(struct event_base *base, struct evhttp *http, const stru
 	LIST_INIT(&f->conns);
 	f->sweep = event_new(base, -1, EV_PERSIST, front_sweep_cb, f);
 	f->resume = evtimer_new(base, front_resume_cb, f);
-	if (f->sweep == NULL || f->resume == NULL) {
+	f->doom = event_new(base, -1, 0, front_doom_cb, f);
+	if (f->sweep == NULL || f->resume == NULL || f->doom == NULL) {
 		front_free(f);
 		return NULL;
 	}
-	/* A quarter of the header timeout keeps the answer within 25% late. */
+	event_priority_set(f->doom, 0);
+	/* A quarter of the header (or TLS handshake) timeout keeps the answer
+	 * within 25% late. */
 	tick = lim->header_timeout_ms / 4;
+	if (lim->tls_handshake_timeout_ms > 0 && lim->tls_handshake_timeout_ms / 4 < tick)
+		tick = lim->tls_handshake_timeout_ms / 4;
 	if (tick < 50)
 		tick = 50;
 	if (tick > 1000)
@@ -479,6 +622,16 @@ struct front *front_new(struct event_base *base, struct evhttp *http, const stru
 
 	front_active = f;
 	evhttp_set_bevcb(http, front_bevcb, f);
+	front_http_setup(f, http);
+	return f;
+}
+
+/* The settings every evhttp instance of the front shares. */
+static void front_http_setup(struct front *f, struct evhttp *http)
+{
+	const struct limits_conf *lim = &f->lim;
+	struct timeval tv;
+
 	/* evhttp's own cap sits above ours so that the guard answers first. */
 	evhttp_set_max_headers_size(http, (ev_ssize_t)(lim->max_header + lim->max_uri + 1024));
 	evhttp_set_max_body_size(http, (ev_ssize_t)lim->max_body);
@@ -489,19 +642,28 @@ struct front *front_new(struct event_base *base, struct evhttp *http, const stru
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
 	    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
 	    EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
-	return f;
 }
 
-int front_listen(struct front *f, const struct listener_conf *l, size_t n)
+int front_listen(struct front *f, const struct listener_conf *l, size_t n,
+    struct tls_server *const *tls)
 {
+	size_t ntls = 0;
+
+	for (size_t i = 0; tls != NULL && i < n; i++)
+		ntls += tls[i] != NULL;
 	f->listeners = calloc(n, sizeof(*f->listeners));
 	if (f->listeners == NULL && n > 0)
+		return -1;
+	f->https = calloc(ntls, sizeof(*f->https));
+	if (f->https == NULL && ntls > 0)
 		return -1;
 	for (size_t i = 0; i < n; i++) {
 		struct sockaddr_storage ss;
 		int sslen = sizeof(ss);
 		char buf[300];
 		struct evconnlistener *lev;
+		struct evhttp *http = f->http;
+		struct tls_server *t = tls != NULL ? tls[i] : NULL;
 
 		snprintf(buf, sizeof(buf), strchr(l[i].address, ':') ? "[%s]:%u" : "%s:%u",
 		    l[i].address, (unsigned)l[i].port);
@@ -519,15 +681,49 @@ int front_listen(struct front *f, const struct listener_conf *l, size_t n)
 		}
 		f->listeners[i].lev = lev;
 		f->nlisteners++;
-		if (evhttp_bind_listener(f->http, lev) == NULL) {
+		if (t != NULL) {
+			struct front_https *h = &f->https[f->nhttps];
+
+			if ((http = evhttp_new(f->base)) == NULL) {
+				log_err("front", "cannot serve %s: out of memory", buf);
+				return -1;
+			}
+			h->f = f;
+			h->http = http;
+			h->tls = t;
+			f->nhttps++;
+			evhttp_set_bevcb(http, front_bevcb_tls, h);
+			front_http_setup(f, http);
+		}
+		if (evhttp_bind_listener(http, lev) == NULL) {
 			log_err("front", "cannot serve %s", buf);
 			return -1;
 		}
 		evconnlistener_set_error_cb(lev, front_accept_error_cb);
-		log_info("front", "listening on %s (http)", buf);
+		if (t != NULL)
+			log_info("front", "listening on %s (https: %s)", buf, tls_server_summary(t));
+		else
+			log_info("front", "listening on %s (http)", buf);
 	}
 	front_accept_set(f, 1);
 	return 0;
+}
+
+struct evhttp *front_https_server(const struct front *f, size_t i)
+{
+	return i < f->nhttps ? f->https[i].http : NULL;
+}
+
+void front_free_https(struct front *f)
+{
+	if (f == NULL)
+		return;
+	/* Their listeners, and maybe the plain ones, are freed with the
+	 * evhttp instances: a closing connection must not re-enable them. */
+	f->stopping = 1;
+	for (size_t i = 0; i < f->nhttps; i++)
+		evhttp_free(f->https[i].http);
+	f->nhttps = 0;
 }
 
 void front_stop_accepting(struct front *f)
@@ -558,8 +754,11 @@ void front_free(struct front *f)
 		event_free(f->sweep);
 	if (f->resume)
 		event_free(f->resume);
+	if (f->doom)
+		event_free(f->doom);
 	free(f->byfd);
 	free(f->listeners);
+	free(f->https);
 	if (front_active == f)
 		front_active = NULL;
 	free(f);

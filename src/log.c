@@ -95,15 +95,38 @@ void log_access_close(void)
 	access_owned = 0;
 }
 
+/* Request text comes from the client: quotes, backslashes, control and
+ * non-ASCII bytes are written as \xHH, so a line cannot be forged or carry
+ * terminal escapes. Returns dst. */
+static const char *log_escape(const char *src, char *dst, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o = 0;
+
+	for (const unsigned char *p = (const unsigned char *)src; *p && o + 5 < len; p++) {
+		if (*p < 0x20 || *p >= 0x7f || *p == '"' || *p == '\\') {
+			dst[o++] = '\\';
+			dst[o++] = 'x';
+			dst[o++] = hex[*p >> 4];
+			dst[o++] = hex[*p & 15];
+		} else {
+			dst[o++] = (char)*p;
+		}
+	}
+	dst[o] = '\0';
+	return dst;
+}
+
 void log_access(const struct log_access_rec *r)
 {
-	char ts[40];
+	char ts[40], target[8192], method[64];
 
 	if (access_fp == NULL)
 		return;
 	log_timestamp(ts, sizeof(ts));
 	fprintf(access_fp, "%s %s \"%s %s\" %d %llu %s %llu.%03llums rid=%llu\n",
-	    ts, r->client, r->method, r->target, r->status,
+	    ts, r->client, log_escape(r->method, method, sizeof(method)),
+	    log_escape(r->target, target, sizeof(target)), r->status,
 	    (unsigned long long)r->bytes, r->backend ? r->backend : "-",
 	    (unsigned long long)(r->usec / 1000), (unsigned long long)(r->usec % 1000),
 	    (unsigned long long)r->rid);

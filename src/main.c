@@ -20,6 +20,7 @@
 #include "openapi.h"
 #include "proxy.h"
 #include "router.h"
+#include "tls.h"
 #include "upstream.h"
 
 #define EXIT_USAGE 2
@@ -36,6 +37,9 @@ struct cli {
 	const char *etcdpass_file;
 	long etcdtimer;		/* -1: not given */
 	const char *access_log;
+	const char *etcdcafile;
+	const char *etcdcert;
+	const char *etcdkey;
 };
 
 struct gateway {
@@ -47,6 +51,9 @@ struct gateway {
 	struct upstream *up;
 	struct proxy *proxy;
 	struct disc *disc;
+	struct tls_server **tls_listeners;	/* parallel to cfg->listeners */
+	SSL_CTX *tls_backend;			/* https backends */
+	SSL_CTX *tls_etcd;			/* https etcd members */
 	struct event *sigterm, *sigint, *sighup;
 	struct event *drain;
 	uint64_t drain_left_ms;
@@ -67,6 +74,9 @@ static void usage(FILE *fp)
 	    "      --etcdpassword-file F  read the etcd password from a file\n"
 	    "                             (or set MGW_ETCD_PASSWORD in the environment)\n"
 	    "      --etcdtimer MS         etcd poll period in milliseconds (default 10000)\n"
+	    "      --etcdcafile FILE      CA certificates for https etcd (default: the system store)\n"
+	    "      --etcdcert FILE        client certificate for etcd (mutual TLS)\n"
+	    "      --etcdkey FILE         its private key (default: in the --etcdcert file)\n"
 	    "      --access-log TARGET    '-' (stdout, default), 'off', or a file\n"
 	    "  -h, --help                 this text\n"
 	    "      --version              print the version\n");
@@ -83,7 +93,8 @@ static int bad_usage(const char *fmt, const char *arg)
 /* Returns -1 to go on, or an exit status. */
 static int cli_parse(int argc, char **argv, struct cli *c)
 {
-	enum { O_URL = 256, O_USER, O_PASS, O_PASSFILE, O_TIMER, O_ACCESS, O_VERSION };
+	enum { O_URL = 256, O_USER, O_PASS, O_PASSFILE, O_TIMER, O_ACCESS, O_VERSION, O_CAFILE,
+	    O_CERT, O_KEY };
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "test", no_argument, NULL, 't' },
@@ -96,6 +107,9 @@ static int cli_parse(int argc, char **argv, struct cli *c)
 		{ "etcdpassword-file", required_argument, NULL, O_PASSFILE },
 		{ "etcdtimer", required_argument, NULL, O_TIMER },
 		{ "access-log", required_argument, NULL, O_ACCESS },
+		{ "etcdcafile", required_argument, NULL, O_CAFILE },
+		{ "etcdcert", required_argument, NULL, O_CERT },
+		{ "etcdkey", required_argument, NULL, O_KEY },
 		{ NULL, 0, NULL, 0 },
 	};
 	int ch;
@@ -127,6 +141,9 @@ static int cli_parse(int argc, char **argv, struct cli *c)
 			break;
 		}
 		case O_ACCESS: c->access_log = optarg; break;
+		case O_CAFILE: c->etcdcafile = optarg; break;
+		case O_CERT: c->etcdcert = optarg; break;
+		case O_KEY: c->etcdkey = optarg; break;
 		case ':':
 			return bad_usage("option %s needs a value", argv[optind - 1]);
 		default:
@@ -140,6 +157,8 @@ static int cli_parse(int argc, char **argv, struct cli *c)
 		return bad_usage("%s", "-c FILE is required");
 	if (c->etcdpass && c->etcdpass_file)
 		return bad_usage("%s", "--etcdpassword and --etcdpassword-file exclude each other");
+	if (c->etcdkey && !c->etcdcert)
+		return bad_usage("%s", "--etcdkey needs --etcdcert (the certificate it belongs to)");
 	return -1;
 }
 
@@ -218,9 +237,19 @@ static int cli_apply(struct cli *c, struct config *cfg)
 		replace_str(&e->password, s);
 	} else if ((env = getenv("MGW_ETCD_PASSWORD")) != NULL) {
 		replace_str(&e->password, strdup(env));
+		/* /proc/PID/environ shows the original block: blank it there. */
+		memset((char *)env, 'x', strlen(env));
 	}
 	if (c->etcdtimer > 0)
 		e->timer_ms = (unsigned)c->etcdtimer;
+	if (c->etcdcafile != NULL)
+		conf_file_set(&e->tls.ca_file, strdup(c->etcdcafile), 0, 0, "--etcdcafile");
+	if (c->etcdcert != NULL) {
+		/* The file's key belongs to the file's certificate. */
+		conf_file_set(&e->tls.cert_file, strdup(c->etcdcert), 0, 0, "--etcdcert");
+		conf_file_set(&e->tls.key_file, strdup(c->etcdkey ? c->etcdkey : c->etcdcert), 0, 0,
+		    c->etcdkey ? "--etcdkey" : "--etcdcert");
+	}
 	if (c->verbose)
 		cfg->log.level = LOG_DEBUG;
 	if (c->access_log != NULL)
@@ -228,16 +257,39 @@ static int cli_apply(struct cli *c, struct config *cfg)
 	return -1;
 }
 
-static void print_plan(const struct config *cfg)
+static void print_tls_client(const char *what, const struct tls_client_conf *t)
+{
+	printf("%s tls: CA %s%s%s%s\n", what, t->ca_file.path ? t->ca_file.path : "the system store",
+	    t->cert_file.path ? ", client certificate " : "",
+	    t->cert_file.path ? t->cert_file.path : "",
+	    t->verify ? "" : ", NOT VERIFIED");
+}
+
+static void print_plan(const struct config *cfg, struct tls_server *const *tls)
 {
 	printf("configuration %s is valid\n", cfg->file);
-	for (size_t i = 0; i < cfg->nlisteners; i++)
-		printf("listen %s:%u http\n", cfg->listeners[i].address, (unsigned)cfg->listeners[i].port);
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		if (tls != NULL && tls[i] != NULL)
+			printf("listen %s:%u https (%s)\n", cfg->listeners[i].address,
+			    (unsigned)cfg->listeners[i].port, tls_server_summary(tls[i]));
+		else
+			printf("listen %s:%u http\n", cfg->listeners[i].address,
+			    (unsigned)cfg->listeners[i].port);
+	}
+	print_tls_client("backend", &cfg->backend_tls);
+	for (size_t i = 0; i < cfg->backend_tls.nno_verify; i++)
+		printf("backend tls: %s NOT VERIFIED\n", cfg->backend_tls.no_verify[i]);
 	if (cfg->etcd.nurls > 0) {
 		printf("etcd");
 		for (size_t i = 0; i < cfg->etcd.nurls; i++)
 			printf(" %s", cfg->etcd.urls[i]);
 		printf(" every %ums%s\n", cfg->etcd.timer_ms, cfg->etcd.username ? " with auth" : "");
+		for (size_t i = 0; i < cfg->etcd.nurls; i++) {
+			if (strncmp(cfg->etcd.urls[i], "https:", 6) == 0) {
+				print_tls_client("etcd", &cfg->etcd.tls);
+				break;
+			}
+		}
 	} else {
 		printf("etcd not configured: etcd endpoints use their default URLs\n");
 	}
@@ -254,7 +306,9 @@ static void print_plan(const struct config *cfg)
 
 				if (!(res->methods & (1u << m)))
 					continue;
-				printf("  %-7s %s%s ->", method_name(m), api->base_path, res->path);
+				/* A base path of "/" adds nothing in front of the resource. */
+				printf("  %-7s %s%s ->", method_name(m),
+				    strcmp(api->base_path, "/") == 0 ? "" : api->base_path, res->path);
 				if (g == NULL) {
 					printf(" (no production endpoint)\n");
 					continue;
@@ -336,6 +390,101 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	event_add(gw->drain, &tv);
 }
 
+static void gateway_tls_free(struct gateway *gw)
+{
+	for (size_t i = 0; gw->tls_listeners != NULL && i < gw->cfg->nlisteners; i++)
+		tls_server_free(gw->tls_listeners[i]);
+	free(gw->tls_listeners);
+	gw->tls_listeners = NULL;
+	SSL_CTX_free(gw->tls_backend);
+	SSL_CTX_free(gw->tls_etcd);
+	gw->tls_backend = gw->tls_etcd = NULL;
+}
+
+static int backend_tls_wanted(const struct config *cfg)
+{
+	const struct tls_client_conf *b = &cfg->backend_tls;
+
+	if (b->ca_file.path != NULL || b->cert_file.path != NULL || !b->verify || b->nno_verify > 0)
+		return 1;
+	for (size_t a = 0; a < cfg->napis; a++)
+		for (size_t g = 0; g < cfg->apis[a]->ngroups; g++)
+			for (size_t i = 0; i < cfg->apis[a]->groups[g]->neps; i++)
+				if (cfg->apis[a]->groups[g]->eps[i].def->tls)
+					return 1;
+	return 0;
+}
+
+/* The lazy path of the backend TLS context (see backend_tls_wanted). */
+static SSL_CTX *backend_tls_make(void *arg)
+{
+	struct gateway *gw = arg;
+	struct cfg_errors e = { 0 }, w = { 0 };
+
+	gw->tls_backend = tls_client_ctx(gw->cfg->file, &gw->cfg->backend_tls, &e, &w);
+	for (size_t i = 0; i < e.n; i++)
+		log_err("tls", "%s", e.msgs[i]);
+	for (size_t i = 0; i < w.n; i++)
+		log_warn("tls", "%s", w.msgs[i]);
+	cfg_errors_clear(&e);
+	cfg_errors_clear(&w);
+	return gw->tls_backend;
+}
+
+/* Every certificate, key and CA file, checked before anything is served.
+ * Returns 0, or -1 with every problem in e; warnings go to w. */
+static int gateway_tls(struct gateway *gw, struct cfg_errors *e, struct cfg_errors *w)
+{
+	struct config *cfg = gw->cfg;
+	const struct etcd_conf *ec = &cfg->etcd;
+	int etcd_https = 0, bad = 0;
+
+	gw->tls_listeners = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*gw->tls_listeners));
+	if (gw->tls_listeners == NULL) {
+		cfg_error(e, cfg->file, NULL, "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		if (cfg->listeners[i].tls == NULL)
+			continue;
+		gw->tls_listeners[i] = tls_server_new(cfg->file, cfg->listeners[i].tls, e, w);
+		if (gw->tls_listeners[i] == NULL)
+			bad = 1;
+	}
+	/* Checked at start-up when anything asks for it; otherwise made on the
+	 * first https origin (an etcd key may name one later). */
+	if (backend_tls_wanted(cfg) &&
+	    (gw->tls_backend = tls_client_ctx(cfg->file, &cfg->backend_tls, e, w)) == NULL)
+		bad = 1;
+	for (size_t i = 0; i < ec->nurls; i++)
+		etcd_https |= strncmp(ec->urls[i], "https:", 6) == 0;
+	if (etcd_https) {
+		if ((gw->tls_etcd = tls_client_ctx(cfg->file, &ec->tls, e, w)) == NULL)
+			bad = 1;
+	} else if (ec->tls.ca_file.path != NULL || ec->tls.cert_file.path != NULL) {
+		const struct conf_file *f = ec->tls.ca_file.path ? &ec->tls.ca_file : &ec->tls.cert_file;
+		struct cfg_node at = { .line = f->line, .col = f->col };
+
+		cfg_error(w, f->line ? cfg->file : f->src, f->line ? &at : NULL,
+		    "etcd TLS files are set but no etcd URL is https: they are not used");
+	}
+	return bad ? -1 : 0;
+}
+
+/* Loudly, at start-up: what is not verified. */
+static void gateway_tls_warn(const struct config *cfg)
+{
+	const struct tls_client_conf *b = &cfg->backend_tls;
+
+	if (!b->verify)
+		log_warn("tls", "backend_tls verify: false (%s:%u:%u): the certificates and host names "
+		    "of ALL https backends are NOT verified: for lab use only", cfg->file,
+		    b->verify_line, b->verify_col);
+	for (size_t i = 0; b->verify && i < b->nno_verify; i++)
+		log_warn("tls", "backend_tls no_verify_origins: %s is NOT verified: for lab use only",
+		    b->no_verify[i]);
+}
+
 static void gateway_free(struct gateway *gw)
 {
 	if (gw->sigterm) event_free(gw->sigterm);
@@ -347,10 +496,12 @@ static void gateway_free(struct gateway *gw)
 	 * which still use the proxy, the upstream pools and the guards. */
 	if (gw->http)
 		evhttp_free(gw->http);
+	front_free_https(gw->front);
 	proxy_free(gw->proxy);
 	upstream_free(gw->up);
 	front_free(gw->front);
 	router_free(gw->rt);
+	gateway_tls_free(gw);
 	config_free(gw->cfg);
 	if (gw->base)
 		event_base_free(gw->base);
@@ -381,6 +532,12 @@ static int gateway_run(struct gateway *gw)
 		.pool_max_idle = cfg->limits.pool_max_idle,
 		.pool_idle_timeout_ms = cfg->limits.pool_idle_timeout_ms,
 		.max_response_head = 65536,
+		.tls_ctx = gw->tls_backend,
+		.tls_ctx_make = backend_tls_make,
+		.tls_ctx_arg = gw,
+		.tls_verify = cfg->backend_tls.verify,
+		.tls_no_verify = cfg->backend_tls.no_verify,
+		.tls_nno_verify = cfg->backend_tls.nno_verify,
 	};
 	gw->http = evhttp_new(gw->base);
 	gw->up = upstream_new(gw->base, &us);
@@ -398,10 +555,13 @@ static int gateway_run(struct gateway *gw)
 			log_err("main", "cannot start etcd discovery (see the lines above)");
 			return 1;
 		}
+		disc_set_tls(gw->disc, gw->tls_etcd);
 	}
 	netcd = wire_discovery(cfg, gw->disc);
-	if (front_listen(gw->front, cfg->listeners, cfg->nlisteners) != 0)
+	if (front_listen(gw->front, cfg->listeners, cfg->nlisteners, gw->tls_listeners) != 0)
 		return 1;
+	for (size_t i = 0; front_https_server(gw->front, i) != NULL; i++)
+		proxy_serve(gw->proxy, front_https_server(gw->front, i));
 	if (gw->disc != NULL) {
 		if (disc_start(gw->disc) != 0)
 			return 1;
@@ -425,7 +585,7 @@ static int gateway_run(struct gateway *gw)
 int main(int argc, char **argv)
 {
 	struct cli cli = { 0 };
-	struct cfg_errors errs = { 0 };
+	struct cfg_errors errs = { 0 }, warns = { 0 };
 	struct gateway gw = { 0 };
 	int rc;
 
@@ -452,16 +612,38 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	cfg_errors_clear(&errs);
+	if (gateway_tls(&gw, &errs, &warns) != 0) {
+		cfg_errors_print(&errs);
+		for (size_t i = 0; i < warns.n; i++)
+			fprintf(stderr, "mgw-evd: warning: %s\n", warns.msgs[i]);
+		fprintf(stderr, "mgw-evd: %s: %zu error%s, nothing served\n", cli.config, errs.n,
+		    errs.n == 1 ? "" : "s");
+		cfg_errors_clear(&errs);
+		cfg_errors_clear(&warns);
+		gateway_tls_free(&gw);
+		router_free(gw.rt);
+		config_free(gw.cfg);
+		return 1;
+	}
 	if (cli.check) {
-		print_plan(gw.cfg);
+		for (size_t i = 0; i < warns.n; i++)
+			fprintf(stderr, "mgw-evd: warning: %s\n", warns.msgs[i]);
+		cfg_errors_clear(&warns);
+		print_plan(gw.cfg, gw.tls_listeners);
+		gateway_tls_free(&gw);
 		router_free(gw.rt);
 		config_free(gw.cfg);
 		return 0;
 	}
 	log_set_level(gw.cfg->log.level);
+	for (size_t i = 0; i < warns.n; i++)
+		log_warn("tls", "%s", warns.msgs[i]);
+	cfg_errors_clear(&warns);
+	gateway_tls_warn(gw.cfg);
 	gw.access_log = gw.cfg->log.access_log;
 	if (log_access_open(gw.access_log) != 0) {
 		log_err("main", "cannot open access log %s: %s", gw.access_log, strerror(errno));
+		gateway_tls_free(&gw);
 		router_free(gw.rt);
 		config_free(gw.cfg);
 		return 1;

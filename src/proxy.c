@@ -588,31 +588,63 @@ static int climbs_out(const struct router *rt, const char *raw, size_t rawlen, s
 	return kept < blen && !(blen == 1 && from.api->base_path[0] == '/');
 }
 
-/* Message framing evhttp let through. Several Content-Length values that
- * differ, or one that is not a number, make the body boundary ambiguous
- * (RFC 9112 6.3): -1, answer 400 and close. Transfer-Encoding with a
- * Content-Length: 1, answer but close afterwards, since a peer may have read
- * the body by the other header. */
-static int framing_check(struct evkeyvalq *h)
+static int is_tchar(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	    (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* What evhttp lets through but a proxy must not pass on (RFC 9112): header
+ * names that are not tokens ("Transfer-Encoding : chunked" would reach a
+ * lenient backend as framing the gateway never saw), control bytes, a target
+ * with spaces, a missing or doubled Host, and ambiguous body framing. Returns
+ * NULL, or why the request is refused (the connection is closed after the
+ * 400). *close_after is set when the request is served but the connection
+ * must not be reused: Transfer-Encoding with Content-Length, as a peer may
+ * have framed the body by the other header. */
+static const char *request_check(struct evhttp_request *req, int *close_after)
 {
 	struct evkeyval *kv;
 	const char *cl = NULL;
-	int te = 0;
+	int te = 0, hosts = 0;
 
-	TAILQ_FOREACH(kv, h, next) {
-		if (strcasecmp(kv->key, "Transfer-Encoding") == 0) {
-			te = 1;
-		} else if (strcasecmp(kv->key, "Content-Length") == 0) {
-			const char *v = kv->value;
+	for (const unsigned char *u = (const unsigned char *)evhttp_request_get_uri(req); *u; u++)
+		if (*u <= ' ' || *u == 0x7f)
+			return "The request target contains spaces or control characters";
+	TAILQ_FOREACH(kv, evhttp_request_get_input_headers(req), next) {
+		const unsigned char *p = (const unsigned char *)kv->key;
 
-			if (*v == '\0' || strspn(v, "0123456789") != strlen(v))
-				return -1;
-			if (cl != NULL && strcmp(cl, v) != 0)
-				return -1;
-			cl = v;
+		if (*p == '\0')
+			return "A request header has an empty name";
+		for (; *p; p++)
+			if (!is_tchar(*p))
+				return "A request header name is not a valid token";
+		for (p = (const unsigned char *)kv->value; *p; p++)
+			if ((*p < ' ' && *p != '\t') || *p == 0x7f)
+				return "A request header value contains control characters";
+		switch (hdr_kind(kv->key)) {
+		case HK_HOST:
+			hosts++;
+			break;
+		case HK_CONTENT_LENGTH:
+			if (kv->value[0] == '\0' || strspn(kv->value, "0123456789") != strlen(kv->value))
+				return "The request has an invalid Content-Length";
+			if (cl != NULL && strcmp(cl, kv->value) != 0)
+				return "The request has conflicting Content-Length headers";
+			cl = kv->value;
+			break;
+		case HK_HOP:
+			if (strcasecmp(kv->key, "Transfer-Encoding") == 0)
+				te = 1;
+			break;
+		default:
+			break;
 		}
 	}
-	return te && cl != NULL;
+	if (hosts > 1 || (hosts == 0 && req->major == 1 && req->minor >= 1))
+		return "An HTTP/1.1 request needs exactly one Host header";
+	*close_after = te && cl != NULL;
+	return NULL;
 }
 
 static void proxy_handle(struct evhttp_request *req, void *arg)
@@ -622,7 +654,7 @@ static void proxy_handle(struct evhttp_request *req, void *arg)
 	size_t ulen = strlen(uri);
 	struct preq *r;
 	struct route rt;
-	const char *path = uri, *q;
+	const char *path = uri, *q, *why;
 	size_t plen, kept;
 	int nlen;
 
@@ -655,14 +687,10 @@ static void proxy_handle(struct evhttp_request *req, void *arg)
 		    "The request headers are larger than the gateway accepts");
 		return;
 	}
-	switch (framing_check(evhttp_request_get_input_headers(req))) {
-	case -1:
+	if ((why = request_check(req, &r->close_after)) != NULL) {
 		r->close_after = 1;
-		preq_fault(r, 400, 900400, "Bad Request", "The request has conflicting or invalid Content-Length headers");
+		preq_fault(r, 400, 900400, "Bad Request", why);
 		return;
-	case 1:
-		r->close_after = 1;
-		break;
 	}
 	/* Absolute-form targets (proxy style) carry the path after the authority;
 	 * a target starting with "//" is a path, whatever evhttp made of it. */

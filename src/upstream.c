@@ -2,7 +2,13 @@
  *
  * Each connection runs at most one exchange at a time. A connection is closed
  * through up_conn_close() only; while a handler callback runs, the close is
- * deferred so that nothing is freed under libevent's or our own feet. */
+ * deferred so that nothing is freed under libevent's or our own feet.
+ *
+ * https origins use openssl bufferevents with deferred callbacks: libevent
+ * 2.1 may report a close before it hands over the bytes read in the same
+ * pass, and deferral restores the order (read, then event). A body that ends
+ * with the connection is complete only on close_notify (RFC 9112 9.8): a TLS
+ * connection closed without it is reported as truncated. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,11 +18,13 @@
 #include <sys/socket.h>
 
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/dns.h>
 #include <event2/http.h>
 #include <event2/util.h>
 
 #include "log.h"
+#include "tls.h"
 #include "upstream.h"
 
 enum up_state {
@@ -39,6 +47,9 @@ struct up_pool {
 	char *host;
 	uint16_t port;
 	int tls;
+	int verify;			/* https: verify the peer's certificate and name */
+	char tls_err[200];		/* the TLS failure last logged, "" while it works */
+	int dirty_logged;		/* a close without close_notify was explained */
 	struct sockaddr_storage sa;	/* when the host is a literal address */
 	int salen;
 	TAILQ_HEAD(, up_conn) idle;
@@ -56,6 +67,7 @@ struct up_conn {
 	int keepalive;
 	int in_cb;			/* inside a handler callback */
 	int dead;			/* close once the callback returns */
+	int tls_open;			/* handshake done, no close or error seen */
 	int64_t remaining;
 };
 
@@ -79,7 +91,7 @@ const char *up_error_name(enum up_error e)
 	case UP_ETIMEOUT: return "response timed out";
 	case UP_EPROTO: return "invalid response";
 	case UP_ECLOSED: return "connection closed before the response ended";
-	case UP_ETLS: return "https backends are not supported by this build";
+	case UP_ETLS: return "TLS handshake failed";
 	}
 	return "error";
 }
@@ -120,6 +132,8 @@ static void up_conn_close(struct up_conn *c)
 	}
 	if (c->ex != NULL)
 		c->ex->conn = NULL;
+	if (c->tls_open)
+		tls_close_notify(c->bev);
 	bufferevent_free(c->bev);
 	free(c);
 }
@@ -162,6 +176,18 @@ static size_t hash_str(const char *s)
 	return h;
 }
 
+/* Is the origin's certificate verified? Said once per origin when not. */
+static void up_pool_tls(struct upstream *up, struct up_pool *p)
+{
+	p->verify = up->set.tls_verify;
+	for (size_t i = 0; p->verify && i < up->set.tls_nno_verify; i++)
+		if (strcmp(up->set.tls_no_verify[i], p->origin) == 0)
+			p->verify = 0;
+	if (!p->verify && up->set.tls_ctx != NULL)
+		log_warn("upstream", "%s: TLS certificate and host name NOT verified (backend_tls %s): "
+		    "for lab use only", p->origin, up->set.tls_verify ? "no_verify_origins" : "verify: false");
+}
+
 static struct up_pool *up_pool_get(struct upstream *up, struct url *u)
 {
 	struct up_pool *p;
@@ -189,6 +215,8 @@ static struct up_pool *up_pool_get(struct upstream *up, struct url *u)
 		}
 		p->port = u->port;
 		p->tls = u->tls;
+		if (p->tls)
+			up_pool_tls(up, p);
 		TAILQ_INIT(&p->idle);
 		snprintf(portstr, sizeof(portstr), "%u", (unsigned)u->port);
 		/* A literal address needs no resolver: keep the sockaddr. */
@@ -698,6 +726,49 @@ static void up_readcb(struct bufferevent *bev, void *arg)
 	up_process(c);
 }
 
+/* The TCP connection to an https origin was made, the TLS one was not. The
+ * reason is logged when it changes, not once per request. */
+static void up_tls_failed(struct up_conn *c, short what)
+{
+	struct up_pool *p = c->pool;
+	char why[200];
+
+	if (what & BEV_EVENT_TIMEOUT)
+		snprintf(why, sizeof(why), "handshake not completed within connect_timeout_ms (%ums)",
+		    p->up->set.connect_timeout_ms);
+	else if (tls_failure(c->bev, why, sizeof(why)) == NULL)
+		snprintf(why, sizeof(why), "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	if (strcmp(p->tls_err, why) != 0) {
+		log_warn("upstream", "backend %s: TLS handshake failed: %s", p->origin, why);
+		snprintf(p->tls_err, sizeof(p->tls_err), "%s", why);
+	} else {
+		log_debug("upstream", "backend %s: TLS handshake failed: %s", p->origin, why);
+	}
+	up_fail(c, (what & BEV_EVENT_TIMEOUT) ? UP_ECONNTIMEOUT : UP_ETLS);
+}
+
+/* RFC 9112 9.8: a body delimited by the close is complete only when the TLS
+ * close was authenticated (close_notify); otherwise it may have been cut
+ * short by anyone on the path, and the client is told so by the abort. */
+static void up_tls_truncated(struct up_conn *c)
+{
+	struct up_pool *p = c->pool;
+	char why[200];
+
+	if (tls_failure(c->bev, why, sizeof(why)) == NULL)
+		snprintf(why, sizeof(why), "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	if (!p->dirty_logged)
+		log_warn("upstream", "backend %s closed its TLS connection without close_notify (%s) "
+		    "during a body delimited by the close: the response is treated as truncated; "
+		    "the backend should send Content-Length or chunked bodies, or close_notify",
+		    p->origin, why);
+	else
+		log_debug("upstream", "backend %s: close-delimited body ended without close_notify (%s)",
+		    p->origin, why);
+	p->dirty_logged = 1;
+	up_fail(c, UP_ECLOSED);
+}
+
 static void up_eventcb(struct bufferevent *bev, short what, void *arg)
 {
 	struct up_conn *c = arg;
@@ -707,15 +778,28 @@ static void up_eventcb(struct bufferevent *bev, short what, void *arg)
 		int one = 1;
 
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (c->pool->tls) {
+			c->tls_open = 1;
+			if (c->pool->tls_err[0] != '\0') {
+				log_info("upstream", "backend %s: TLS handshake succeeds again", c->pool->origin);
+				c->pool->tls_err[0] = '\0';
+			}
+		}
 		up_send(c);
 		return;
 	}
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+		c->tls_open = 0;
 	if (c->ex == NULL) {
 		/* An idle connection closed or timed out: normal pool ageing. */
 		up_conn_close(c);
 		return;
 	}
 	if (c->state == US_CONNECTING) {
+		if (c->pool->tls && tls_wrote_bytes(bev)) {
+			up_tls_failed(c, what);
+			return;
+		}
 		if (what & BEV_EVENT_ERROR) {
 			int dnserr = bufferevent_socket_get_dns_error(bev);
 
@@ -740,6 +824,12 @@ static void up_eventcb(struct bufferevent *bev, short what, void *arg)
 		}
 		return;
 	}
+	if (c->state == US_BODY_EOF && c->pool->tls && (what & BEV_EVENT_ERROR)) {
+		up_process(c);
+		if (c->ex != NULL && c->state == US_BODY_EOF)
+			up_tls_truncated(c);
+		return;
+	}
 	if (up_maybe_retry(c))
 		return;
 	up_fail(c, UP_ECLOSED);
@@ -752,15 +842,25 @@ static int up_connect(struct up_pool *pool, struct up_exchange *ex)
 	struct timeval tv;
 	int rc;
 
-	if (pool->tls) {
-		log_warn("upstream", "%s: %s", pool->origin, up_error_name(UP_ETLS));
+	if (pool->tls && up->set.tls_ctx == NULL && up->set.tls_ctx_make != NULL)
+		up->set.tls_ctx = up->set.tls_ctx_make(up->set.tls_ctx_arg);
+	if (pool->tls && up->set.tls_ctx == NULL) {
+		log_warn("upstream", "%s: no TLS context for https backends", pool->origin);
 		return -1;
 	}
 	c = calloc(1, sizeof(*c));
 	if (c == NULL)
 		return -1;
 	c->pool = pool;
-	c->bev = bufferevent_socket_new(up->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (pool->tls) {
+		SSL *ssl = tls_client_ssl(up->set.tls_ctx, pool->host, pool->verify);
+
+		/* On failure the SSL goes with it (CLOSE_ON_FREE). */
+		c->bev = ssl == NULL ? NULL : bufferevent_openssl_socket_new(up->base, -1, ssl,
+		    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	} else {
+		c->bev = bufferevent_socket_new(up->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	}
 	if (c->bev == NULL) {
 		free(c);
 		return -1;
