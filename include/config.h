@@ -35,6 +35,7 @@ struct cfg_errors {
 #define CFG_MAX_FILE_BYTES	(16u << 20)
 #define CFG_MAX_DEPTH		64
 #define CFG_MAX_NODES		1000000	/* after alias expansion */
+#define CFG_MAX_WORKERS		64
 
 void cfg_error(struct cfg_errors *e, const char *file, const struct cfg_node *at,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -139,6 +140,7 @@ struct config {
 	struct log_conf log;
 	struct api **apis;
 	size_t napis;
+	unsigned workers;		/* worker processes; 1 = the single process itself */
 };
 
 /* Load either shape: a bare OpenAPI document (openapi:/swagger: at top) or a

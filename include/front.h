@@ -17,9 +17,11 @@ struct front *front_new(struct event_base *base, struct evhttp *http, const stru
 /* Bind every listener or none. Errors are logged; returns -1 on failure.
  * tls (may be NULL) is parallel to l: the certificates of each HTTPS
  * listener, NULL for a plain one. Each HTTPS listener gets its own evhttp
- * instance (see front_https_server). */
+ * instance (see front_https_server). With reuseport, several worker
+ * processes bind the same ports (SO_REUSEPORT) and the kernel spreads the
+ * connections. */
 int front_listen(struct front *f, const struct listener_conf *l, size_t n,
-    struct tls_server *const *tls);
+    struct tls_server *const *tls, int reuseport);
 /* The evhttp instance of the i-th HTTPS listener, NULL past the last: the
  * request handler must be set on each, as on the plain one. */
 struct evhttp *front_https_server(const struct front *f, size_t i);

@@ -56,7 +56,7 @@ static void limit_store(struct limits_conf *l, const struct limit_def *d, unsign
 }
 
 static const char *const gateway_keys[] = {
-	"listeners", "limits", "log", "etcd", "backend_tls", "apis", NULL
+	"listeners", "limits", "log", "etcd", "backend_tls", "workers", "apis", NULL
 };
 static const char *const listener_keys[] = { "address", "port", "tls", NULL };
 static const char *const listener_tls_keys[] = {
@@ -773,6 +773,7 @@ static void load_apis(struct gw *g, const struct cfg_doc *doc, const struct cfg_
 void config_defaults(struct config *c)
 {
 	memset(c, 0, sizeof(*c));
+	c->workers = 1;
 	for (size_t i = 0; i < NLIMITS; i++)
 		limit_store(&c->limits, &limit_defs[i], limit_defs[i].def);
 	c->etcd.timer_ms = 10000;
@@ -859,6 +860,12 @@ struct config *config_load(const char *path, struct cfg_errors *e)
 			load_etcd(&g, x);
 		if ((x = cfg_map_get(root, "backend_tls")))
 			load_backend_tls(&g, x);
+		if ((x = cfg_map_get(root, "workers"))) {
+			unsigned long long n;
+
+			if (get_range(&g, x, "workers", 1, CFG_MAX_WORKERS, &n) == 0)
+				g.c->workers = (unsigned)n;
+		}
 		if ((x = cfg_map_get(root, "apis")))
 			load_apis(&g, doc, x);
 		else

@@ -645,7 +645,7 @@ static void front_http_setup(struct front *f, struct evhttp *http)
 }
 
 int front_listen(struct front *f, const struct listener_conf *l, size_t n,
-    struct tls_server *const *tls)
+    struct tls_server *const *tls, int reuseport)
 {
 	size_t ntls = 0;
 
@@ -672,8 +672,8 @@ int front_listen(struct front *f, const struct listener_conf *l, size_t n,
 			return -1;
 		}
 		lev = evconnlistener_new_bind(f->base, NULL, NULL,
-		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED,
-		    1024, (struct sockaddr *)&ss, sslen);
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED |
+		    (reuseport ? LEV_OPT_REUSEABLE_PORT : 0), 1024, (struct sockaddr *)&ss, sslen);
 		if (lev == NULL) {
 			log_err("front", "cannot listen on %s: %s", buf,
 			    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));

@@ -22,6 +22,7 @@
 #include "router.h"
 #include "tls.h"
 #include "upstream.h"
+#include "workers.h"
 
 #define EXIT_USAGE 2
 /* In-flight requests get this long to finish after SIGTERM. */
@@ -36,6 +37,7 @@ struct cli {
 	char *etcdpass;
 	const char *etcdpass_file;
 	long etcdtimer;		/* -1: not given */
+	unsigned workers;	/* 0: not given */
 	const char *access_log;
 	const char *etcdcafile;
 	const char *etcdcert;
@@ -78,6 +80,7 @@ static void usage(FILE *fp)
 	    "      --etcdcert FILE        client certificate for etcd (mutual TLS)\n"
 	    "      --etcdkey FILE         its private key (default: in the --etcdcert file)\n"
 	    "      --access-log TARGET    '-' (stdout, default), 'off', or a file\n"
+	    "      --workers N            N worker processes sharing the ports (default 1)\n"
 	    "  -h, --help                 this text\n"
 	    "      --version              print the version\n");
 }
@@ -94,7 +97,7 @@ static int bad_usage(const char *fmt, const char *arg)
 static int cli_parse(int argc, char **argv, struct cli *c)
 {
 	enum { O_URL = 256, O_USER, O_PASS, O_PASSFILE, O_TIMER, O_ACCESS, O_VERSION, O_CAFILE,
-	    O_CERT, O_KEY };
+	    O_CERT, O_KEY, O_WORKERS };
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "test", no_argument, NULL, 't' },
@@ -110,6 +113,7 @@ static int cli_parse(int argc, char **argv, struct cli *c)
 		{ "etcdcafile", required_argument, NULL, O_CAFILE },
 		{ "etcdcert", required_argument, NULL, O_CERT },
 		{ "etcdkey", required_argument, NULL, O_KEY },
+		{ "workers", required_argument, NULL, O_WORKERS },
 		{ NULL, 0, NULL, 0 },
 	};
 	int ch;
@@ -141,6 +145,17 @@ static int cli_parse(int argc, char **argv, struct cli *c)
 			break;
 		}
 		case O_ACCESS: c->access_log = optarg; break;
+		case O_WORKERS: {
+			char *end;
+			long n;
+
+			errno = 0;
+			n = strtol(optarg, &end, 10);
+			if (errno || end == optarg || *end || n < 1 || n > CFG_MAX_WORKERS)
+				return bad_usage("--workers takes a number of processes from 1 to 64, not '%s'", optarg);
+			c->workers = (unsigned)n;
+			break;
+		}
 		case O_CAFILE: c->etcdcafile = optarg; break;
 		case O_CERT: c->etcdcert = optarg; break;
 		case O_KEY: c->etcdkey = optarg; break;
@@ -250,6 +265,8 @@ static int cli_apply(struct cli *c, struct config *cfg)
 		conf_file_set(&e->tls.key_file, strdup(c->etcdkey ? c->etcdkey : c->etcdcert), 0, 0,
 		    c->etcdkey ? "--etcdkey" : "--etcdcert");
 	}
+	if (c->workers > 0)
+		cfg->workers = c->workers;
 	if (c->verbose)
 		cfg->log.level = LOG_DEBUG;
 	if (c->access_log != NULL)
@@ -558,7 +575,7 @@ static int gateway_run(struct gateway *gw)
 		disc_set_tls(gw->disc, gw->tls_etcd);
 	}
 	netcd = wire_discovery(cfg, gw->disc);
-	if (front_listen(gw->front, cfg->listeners, cfg->nlisteners, gw->tls_listeners) != 0)
+	if (front_listen(gw->front, cfg->listeners, cfg->nlisteners, gw->tls_listeners, cfg->workers > 1) != 0)
 		return 1;
 	for (size_t i = 0; front_https_server(gw->front, i) != NULL; i++)
 		proxy_serve(gw->proxy, front_https_server(gw->front, i));
@@ -647,6 +664,18 @@ int main(int argc, char **argv)
 		router_free(gw.rt);
 		config_free(gw.cfg);
 		return 1;
+	}
+	if (gw.cfg->workers > 1) {
+		unsigned idx;
+
+		/* The master returns only when every worker has ended. */
+		if (workers_run(gw.cfg->workers, &idx, &rc) == WORKERS_DONE) {
+			gateway_tls_free(&gw);
+			router_free(gw.rt);
+			config_free(gw.cfg);
+			log_access_close();
+			return rc;
+		}
 	}
 	rc = gateway_run(&gw) == 0 ? 0 : 1;
 	gateway_free(&gw);

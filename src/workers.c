@@ -49,6 +49,9 @@ static int worker_spawn(struct worker *w, unsigned idx, const sigset_t *oldmask)
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		if (getppid() == 1)
 			_exit(0);
+		/* Out of the terminal's process group: a Ctrl-C reaches the master
+		 * only, which passes it on once (a second one would mean "now"). */
+		setpgid(0, 0);
 		sigprocmask(SIG_SETMASK, oldmask, NULL);
 		return 0;
 	}
