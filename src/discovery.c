@@ -49,6 +49,7 @@
 
 #include "discovery.h"
 #include "log.h"
+#include "mono.h"
 #include "tls.h"
 
 #define ROOM			"etcd"
@@ -157,14 +158,6 @@ static void poll_end(struct disc *d, int ok);
 
 /* ---------------------------------------------------------------- helpers */
 
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static void
 secret_free(char *s)
@@ -1113,7 +1106,7 @@ step(struct disc *d)
 		json_t *j;
 		char *body;
 
-		if (d->auth == AUTH_BAD && now_ms() < d->auth_retry_at) {
+		if (d->auth == AUTH_BAD && mono_ms() < d->auth_retry_at) {
 			poll_end(d, 0);		/* backing off after a wrong password */
 			return;
 		}
@@ -1233,7 +1226,7 @@ on_auth(struct disc *d, struct call *c)
 		else if (d->auth_backoff_ms < DISC_BACKOFF_MAX_MS)
 			d->auth_backoff_ms = d->auth_backoff_ms * 2 > DISC_BACKOFF_MAX_MS ?
 			    DISC_BACKOFF_MAX_MS : d->auth_backoff_ms * 2;
-		d->auth_retry_at = now_ms() + d->auth_backoff_ms;
+		d->auth_retry_at = mono_ms() + d->auth_backoff_ms;
 		if (d->auth != AUTH_BAD)
 			log_err(ROOM, "etcd authentication failed for user '%s' at %s: %s; "
 			    "etcd keys keep their last known URLs (defaults for keys never read); "
@@ -1445,7 +1438,7 @@ poll_begin(struct disc *d)
 	d->tried = 1;
 	d->auth_retried = 0;
 	d->pending = 0;
-	d->poll_started = now_ms();
+	d->poll_started = mono_ms();
 	d->polls++;
 	step(d);
 }
@@ -1470,7 +1463,7 @@ poll_end(struct disc *d, int ok)
 		}
 	}
 	log_debug(ROOM, "etcd: poll %llu %s in %llu ms", d->polls, ok ? "done" : "failed",
-	    (unsigned long long)(now_ms() - d->poll_started));
+	    (unsigned long long)(mono_ms() - d->poll_started));
 	free(d->batches);
 	d->batches = NULL;
 	d->nbatches = 0;

@@ -40,6 +40,7 @@
 
 #include "front.h"
 #include "log.h"
+#include "mono.h"
 #include "tls.h"
 
 /* Sockets whose TLS set-up failed, closed before any of their I/O. */
@@ -109,13 +110,6 @@ struct front {
 	unsigned backoff_ms;
 };
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 int front_fault_body(char *buf, size_t len, int code, const char *message, const char *description)
 {
@@ -249,7 +243,7 @@ static void front_scan(struct front_conn *c, const unsigned char *p, size_t n)
 	const unsigned char *end = p + n;
 
 	if (c->head_start_ms == 0)
-		c->head_start_ms = now_ms();
+		c->head_start_ms = mono_ms();
 	while (p < end && c->state == FC_WAIT_HEAD) {
 		const unsigned char *nl = memchr(p, '\n', (size_t)(end - p));
 		size_t seg = (size_t)((nl ? nl : end) - p);
@@ -330,7 +324,7 @@ static void front_sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct front *f = arg;
 	struct front_conn *c, *next;
-	uint64_t now = now_ms();
+	uint64_t now = mono_ms();
 
 	(void)fd;
 	(void)what;
@@ -427,7 +421,7 @@ static struct front_conn *front_guard(struct front *f, struct event_base *base,
 	c->tls = tls;
 	c->bev = bev;
 	if (tls)
-		c->accept_ms = now_ms();
+		c->accept_ms = mono_ms();
 	if (evbuffer_add_cb(bufferevent_get_input(c->bev), front_input_cb, c) == NULL ||
 	    (tls && evbuffer_add_cb(bufferevent_get_output(c->bev), front_tls_out_cb, NULL) == NULL)) {
 		bufferevent_free(c->bev);
@@ -541,7 +535,7 @@ void front_request_done(struct front *f, struct evhttp_request *req)
 	c->line_bytes = 0;
 	c->in_first_line = 1;
 	/* A pipelined next request may already be buffered: its clock starts now. */
-	c->head_start_ms = evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ? now_ms() : 0;
+	c->head_start_ms = evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ? mono_ms() : 0;
 }
 
 static void front_resume_cb(evutil_socket_t fd, short what, void *arg)

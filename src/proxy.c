@@ -20,6 +20,7 @@
 
 #include "front.h"
 #include "log.h"
+#include "mono.h"
 #include "openapi.h"
 #include "proxy.h"
 #include "router.h"
@@ -65,13 +66,6 @@ struct preq {
 	char path[];			/* normalized path, max_uri + 1 bytes */
 };
 
-static uint64_t now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
 
 /* Header names the gateway treats specially, told apart by length and first
  * letter before any string comparison: this runs for every header of every
@@ -290,7 +284,7 @@ static void preq_log(struct preq *r)
 		.status = r->status,
 		.bytes = r->bytes,
 		.backend = r->url ? r->url->text : "-",
-		.usec = now_us() - r->start_us,
+		.usec = mono_us() - r->start_us,
 		.rid = r->rid,
 	};
 	log_access(&rec);
@@ -431,7 +425,7 @@ static const char *preq_proto(const struct preq *r)
 static void on_error(void *arg, enum up_error err, int sent_head)
 {
 	struct preq *r = arg;
-	uint64_t now = now_us();
+	uint64_t now = mono_us();
 
 	if (sent_head) {
 		/* Mid-body: the client must see a broken response, not a short one
@@ -481,7 +475,7 @@ static const struct up_handler preq_handler = { on_head, on_body, on_done, on_er
 static int preq_try_next(struct preq *r)
 {
 	struct ep_group *g = r->group;
-	uint64_t now = now_us();
+	uint64_t now = mono_us();
 	size_t i, idx = 0, n = g->neps;
 
 	/* Healthy endpoints first; when all left are suspended, the next in
@@ -671,7 +665,7 @@ static void proxy_handle(struct evhttp_request *req, void *arg)
 	r->req = req;
 	r->evcon = evhttp_request_get_connection(req);
 	r->rid = ++p->next_rid;
-	r->start_us = now_us();
+	r->start_us = mono_us();
 	r->method_name = method_str(evhttp_request_get_command(req), &r->method);
 	r->chunk = evbuffer_new();
 	if (r->chunk == NULL) {

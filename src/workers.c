@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "mono.h"
 #include "workers.h"
 
 /* A worker that dies this soon after its start, this many times in a row, is
@@ -27,13 +28,6 @@ struct worker {
 	unsigned quick_deaths;
 };
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* Returns 0 in the new child, 1 in the master, -1 when fork failed. */
 static int worker_spawn(struct worker *w, unsigned idx, const sigset_t *oldmask)
@@ -68,6 +62,20 @@ static void workers_signal(struct worker *w, unsigned n, int sig)
 			kill(w[i].pid, sig);
 }
 
+/* Start worker i. Returns 1 in the new child; in the master 0, after
+ * stopping everything when the fork failed. */
+static int worker_start(struct worker *w, unsigned n, unsigned i, const sigset_t *oldmask,
+    int *stopping, int *failed)
+{
+	int r = worker_spawn(&w[i], i, oldmask);
+
+	if (r < 0) {
+		*stopping = *failed = 1;
+		workers_signal(w, n, SIGTERM);
+	}
+	return r == 0;
+}
+
 static unsigned workers_alive(const struct worker *w, unsigned n)
 {
 	unsigned k = 0;
@@ -95,18 +103,11 @@ enum workers_role workers_run(unsigned n, unsigned *idx, int *status)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
 	sigprocmask(SIG_BLOCK, &set, &oldmask);
-	for (unsigned i = 0; i < n; i++) {
-		int r = worker_spawn(&w[i], i, &oldmask);
-
-		if (r == 0) {
+	for (unsigned i = 0; i < n && !stopping; i++) {
+		if (worker_start(w, n, i, &oldmask, &stopping, &failed)) {
 			free(w);
 			*idx = i;
 			return WORKERS_CHILD;
-		}
-		if (r < 0) {
-			stopping = failed = 1;
-			workers_signal(w, n, SIGTERM);
-			break;
 		}
 	}
 	log_info("workers", "master pid %d running %u workers", (int)getpid(), n);
@@ -163,16 +164,10 @@ enum workers_role workers_run(unsigned n, unsigned *idx, int *status)
 				workers_signal(w, n, SIGTERM);
 				continue;
 			}
-			int r = worker_spawn(&w[i], i, &oldmask);
-
-			if (r == 0) {
+			if (worker_start(w, n, i, &oldmask, &stopping, &failed)) {
 				free(w);
 				*idx = i;
 				return WORKERS_CHILD;
-			}
-			if (r < 0) {
-				stopping = failed = 1;
-				workers_signal(w, n, SIGTERM);
 			}
 		}
 	}

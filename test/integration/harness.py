@@ -43,6 +43,17 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer
 _used_ports = set()
 
 
+def wait_for(pred, timeout, step=0.05):
+    """Poll pred() until it returns something true or timeout (scaled by SLOW) passes."""
+    deadline = time.monotonic() + timeout * SLOW
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
 def free_port():
     """A loopback TCP port nobody listens on now (and not handed out before here)."""
     for _ in range(100):

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import harness
+from harness import wait_for
 from etcd_support import etcd, fake_member, tcp_proxy  # noqa: F401  (fixtures)
 
 PERIOD_MS = 300
@@ -30,14 +31,6 @@ def who(gw, path="/petstore/v1/pets"):
     return r.json()["backend"]
 
 
-def wait_for(pred, timeout, step=0.05):
-    deadline = time.monotonic() + timeout * harness.SLOW
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 def etcd_args(e, user="root", timer=PERIOD_MS, url=None):

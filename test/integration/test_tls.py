@@ -14,7 +14,7 @@ import time
 import pytest
 
 import harness
-from harness import HttpConn, fault, openapi
+from harness import HttpConn, fault, openapi, wait_for
 from tls_support import TlsConn, certs, tls_backend, tls_etcd, tls_request  # noqa: F401
 
 PERIOD_MS = 300
@@ -48,14 +48,6 @@ def tls_gateway(gateway, certs, workdir, apis, tls=None, extra=None, limits=None
     return g
 
 
-def wait_for(pred, timeout, step=0.05):
-    deadline = time.monotonic() + timeout * harness.SLOW
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 def nfds(pid):

@@ -2,9 +2,8 @@
 worker that dies is restarted; SIGTERM stops them all and the master exits 0."""
 import os
 import signal
-import time
 
-from harness import SLOW, openapi
+from harness import openapi, wait_for
 
 
 def children(pid):
@@ -15,14 +14,6 @@ def children(pid):
         return []
 
 
-def wait_for(pred, timeout):
-    deadline = time.monotonic() + timeout * SLOW
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    return pred()
 
 
 def test_workers_serve_restart_and_stop(gateway, backend):
