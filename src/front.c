@@ -449,7 +449,12 @@ static struct bufferevent *front_bevcb(struct event_base *base, void *arg)
 {
 	struct front_conn *c = front_guard(arg, base, bufferevent_socket_new(base, -1, 0), 0);
 
-	return c ? c->bev : NULL;
+	if (c == NULL)
+		return NULL;
+	/* libevent writes at most 16 KiB per write event by default: a 64 KiB
+	 * response would take four turns of the loop. */
+	bufferevent_set_max_single_write(c->bev, 1 << 20);
+	return c->bev;
 }
 
 static void front_doom_cb(evutil_socket_t fd, short what, void *arg)

@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -712,6 +713,43 @@ static void up_process(struct up_conn *c)
 	}
 }
 
+/* libevent 2.1 reads at most 4 KiB per read event, so a 64 KiB body takes
+ * sixteen turns of the loop. Take what the socket already holds in one go; an
+ * end of file or an error is left for the bufferevent's next read to report. */
+static void up_read_more(struct up_conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	evutil_socket_t fd = bufferevent_getfd(c->bev);
+
+	for (int i = 0; i < 4; i++) {
+		struct evbuffer_iovec v[2];
+		int nv = evbuffer_reserve_space(in, 65536, v, 2);
+		size_t room = 0, left;
+		ssize_t n;
+
+		if (nv <= 0)
+			return;
+		for (int k = 0; k < nv; k++)
+			room += v[k].iov_len;
+		/* struct evbuffer_iovec has the layout of struct iovec. */
+		n = readv(fd, (struct iovec *)v, nv);
+		if (n <= 0) {
+			evbuffer_commit_space(in, v, 0);
+			return;
+		}
+		left = (size_t)n;
+		for (int k = 0; k < nv; k++) {
+			size_t take = left < v[k].iov_len ? left : v[k].iov_len;
+
+			v[k].iov_len = take;
+			left -= take;
+		}
+		evbuffer_commit_space(in, v, nv);
+		if ((size_t)n < room)
+			return;		/* the socket is empty */
+	}
+}
+
 static void up_readcb(struct bufferevent *bev, void *arg)
 {
 	struct up_conn *c = arg;
@@ -723,6 +761,8 @@ static void up_readcb(struct bufferevent *bev, void *arg)
 	}
 	if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
 		c->got_bytes = 1;
+	if (!c->pool->tls)
+		up_read_more(c);
 	up_process(c);
 }
 
@@ -861,6 +901,8 @@ static int up_connect(struct up_pool *pool, struct up_exchange *ex)
 	} else {
 		c->bev = bufferevent_socket_new(up->base, -1, BEV_OPT_CLOSE_ON_FREE);
 	}
+	if (c->bev != NULL)
+		bufferevent_set_max_single_write(c->bev, 1 << 20);
 	if (c->bev == NULL) {
 		free(c);
 		return -1;
