@@ -713,6 +713,8 @@ static void up_process(struct up_conn *c)
 	}
 }
 
+static void up_read_into(struct evbuffer *in, evutil_socket_t fd);
+
 /* libevent 2.1 reads at most 4 KiB per read event, so a 64 KiB body takes
  * sixteen turns of the loop. Take what the socket already holds in one go; an
  * end of file or an error is left for the bufferevent's next read to report. */
@@ -721,6 +723,15 @@ static void up_read_more(struct up_conn *c)
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	evutil_socket_t fd = bufferevent_getfd(c->bev);
 
+	/* A socket bufferevent keeps the end of its input frozen between its
+	 * own reads. */
+	evbuffer_unfreeze(in, 0);
+	up_read_into(in, fd);
+	evbuffer_freeze(in, 0);
+}
+
+static void up_read_into(struct evbuffer *in, evutil_socket_t fd)
+{
 	for (int i = 0; i < 4; i++) {
 		struct evbuffer_iovec v[2];
 		int nv = evbuffer_reserve_space(in, 65536, v, 2);
