@@ -249,21 +249,11 @@ class Proc:
         return self.returncode
 
 
-class BackendProc(Proc):
-    """test/integration/backend.py in its own process."""
-
-    def __init__(self, workdir, name="b1", port=None):
-        self.port = port or free_port()
-        super().__init__([PYTHON, os.path.join(HERE, "backend.py"), "--port", str(self.port),
-                          "--name", name], workdir, "backend-" + name)
-        wait_port(self.port, self.proc, 10, "backend " + name, self.logs)
-
-    @property
-    def url(self):
-        return "http://127.0.0.1:%d" % self.port
+class BackendControl:
+    """The control paths of backend.py (plain or behind TLS), on control_port."""
 
     def control(self, path):
-        r = request(self.port, "GET", path, timeout=5)
+        r = request(self.control_port, "GET", path, timeout=5)
         assert r.status == 200, r
         return json.loads(r.body)
 
@@ -272,6 +262,20 @@ class BackendProc(Proc):
 
     def requests(self):
         return self.control("/__requests")
+
+
+class BackendProc(Proc, BackendControl):
+    """test/integration/backend.py in its own process."""
+
+    def __init__(self, workdir, name="b1", port=None):
+        self.port = self.control_port = port or free_port()
+        super().__init__([PYTHON, os.path.join(HERE, "backend.py"), "--port", str(self.port),
+                          "--name", name], workdir, "backend-" + name)
+        wait_port(self.port, self.proc, 10, "backend " + name, self.logs)
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
 
     def reset(self):
         return self.control("/__reset")

@@ -250,7 +250,7 @@ def run_tls_backend(argv):
     b.serve_forever()
 
 
-class TlsBackendProc(harness.Proc):
+class TlsBackendProc(harness.Proc, harness.BackendControl):
     def __init__(self, workdir, certs, cert="server-chain.pem", key="server.key", name="tb1",
                  close_notify=False):
         self.port = harness.free_port()
@@ -267,16 +267,6 @@ class TlsBackendProc(harness.Proc):
     def url(self, host="127.0.0.1"):
         return "https://%s:%d" % (host, self.port)
 
-    def control(self, path):
-        r = harness.request(self.control_port, "GET", path, timeout=5)
-        assert r.status == 200, r
-        return json.loads(r.body)
-
-    def stats(self):
-        return self.control("/__stats")
-
-    def requests(self):
-        return self.control("/__requests")
 
 
 # ---------------------------------------------------------------------------------------
