@@ -22,6 +22,9 @@ struct front *front_new(struct event_base *base, struct evhttp *http, const stru
  * connections. */
 int front_listen(struct front *f, const struct listener_conf *l, size_t n,
     struct tls_server *const *tls, int reuseport);
+/* Check that no other process holds the ports, before workers bind them
+ * with SO_REUSEPORT (which would silently share them with that process). */
+int front_probe(const struct listener_conf *l, size_t n);
 /* The evhttp instance of the i-th HTTPS listener, NULL past the last: the
  * request handler must be set on each, as on the plain one. */
 struct evhttp *front_https_server(const struct front *f, size_t i);

@@ -145,9 +145,10 @@ char *cfg_file_read(const char *path, size_t max, size_t *len)
 	ssize_t r;
 	int fd, saved;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+	/* Non-blocking open: a FIFO with no writer would hang the start-up. */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0)
 		return NULL;
-	if (fstat(fd, &st) < 0)
+	if (fstat(fd, &st) < 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)
 		goto fail;
 	if (S_ISDIR(st.st_mode)) {
 		errno = EISDIR;

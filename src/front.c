@@ -69,6 +69,7 @@ struct front_conn {
 	int tls;			/* accepted on an HTTPS listener */
 	int hs_done;			/* its TLS handshake completed */
 	uint64_t accept_ms;
+	uint64_t idle_since_ms;		/* accept, or the end of the last response */
 	front_close_fn on_close;	/* the request in flight wants to know */
 	void *on_close_arg;
 };
@@ -343,8 +344,18 @@ static void front_sweep_cb(evutil_socket_t fd, short what, void *arg)
 			}
 		}
 		if (c->evcon != NULL && c->state == FC_WAIT_HEAD && c->head_start_ms != 0 &&
-		    now - c->head_start_ms >= f->lim.header_timeout_ms)
+		    now - c->head_start_ms >= f->lim.header_timeout_ms) {
 			front_reject(c, 408);
+		} else if (c->evcon != NULL && c->state == FC_WAIT_HEAD && c->head_start_ms == 0 &&
+		    now - c->idle_since_ms >= f->lim.idle_timeout_ms + f->lim.header_timeout_ms) {
+			/* No request head began within the idle time: evhttp's own
+			 * idle timer is re-armed by any socket read, TLS records
+			 * trickled a byte at a time included, so this bound is
+			 * absolute. This frees c. */
+			log_debug("front", "fd=%d no request within %ums: closing", c->fd,
+			    f->lim.idle_timeout_ms + f->lim.header_timeout_ms);
+			evhttp_connection_free(c->evcon);
+		}
 	}
 }
 
@@ -420,8 +431,7 @@ static struct front_conn *front_guard(struct front *f, struct event_base *base,
 	c->in_first_line = 1;
 	c->tls = tls;
 	c->bev = bev;
-	if (tls)
-		c->accept_ms = mono_ms();
+	c->accept_ms = c->idle_since_ms = mono_ms();
 	if (evbuffer_add_cb(bufferevent_get_input(c->bev), front_input_cb, c) == NULL ||
 	    (tls && evbuffer_add_cb(bufferevent_get_output(c->bev), front_tls_out_cb, NULL) == NULL)) {
 		bufferevent_free(c->bev);
@@ -540,7 +550,8 @@ void front_request_done(struct front *f, struct evhttp_request *req)
 	c->line_bytes = 0;
 	c->in_first_line = 1;
 	/* A pipelined next request may already be buffered: its clock starts now. */
-	c->head_start_ms = evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ? mono_ms() : 0;
+	c->idle_since_ms = mono_ms();
+	c->head_start_ms = evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ? c->idle_since_ms : 0;
 }
 
 static void front_resume_cb(evutil_socket_t fd, short what, void *arg)
@@ -761,4 +772,30 @@ void front_free(struct front *f)
 	if (front_active == f)
 		front_active = NULL;
 	free(f);
+}
+
+int front_probe(const struct listener_conf *l, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct sockaddr_storage ss;
+		int sslen = sizeof(ss), one = 1, rc;
+		char buf[300];
+		evutil_socket_t fd;
+
+		snprintf(buf, sizeof(buf), strchr(l[i].address, ':') ? "[%s]:%u" : "%s:%u",
+		    l[i].address, (unsigned)l[i].port);
+		if (evutil_parse_sockaddr_port(buf, (struct sockaddr *)&ss, &sslen) != 0)
+			continue;	/* front_listen reports it */
+		fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			continue;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		rc = bind(fd, (struct sockaddr *)&ss, (socklen_t)sslen);
+		evutil_closesocket(fd);
+		if (rc != 0) {
+			log_err("front", "cannot listen on %s: %s", buf, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+			return -1;
+		}
+	}
+	return 0;
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -66,17 +67,15 @@ int log_access_open(const char *target)
 	log_access_close();
 	if (target == NULL || strcmp(target, "off") == 0)
 		return 0;
+	/* log_access() writes each line with one write(2), unbuffered: a
+	 * container's log collector sees each request at once. */
 	if (strcmp(target, "-") == 0) {
 		access_fp = stdout;
-		/* Line buffered: a container's log collector sees each request at once,
-		 * and a partial line never reaches it. */
-		setvbuf(stdout, NULL, _IOLBF, 0);
 		return 0;
 	}
 	fp = fopen(target, "ae");
 	if (fp == NULL)
 		return -1;
-	setvbuf(fp, NULL, _IOLBF, 0);
 	access_fp = fp;
 	access_owned = 1;
 	return 0;
@@ -119,15 +118,28 @@ static const char *log_escape(const char *src, char *dst, size_t len)
 
 void log_access(const struct log_access_rec *r)
 {
+	static char line[16384];
 	char ts[40], target[8192], method[64];
+	int n;
 
 	if (access_fp == NULL)
 		return;
 	log_timestamp(ts, sizeof(ts));
-	fprintf(access_fp, "%s %s \"%s %s\" %d %llu %s %llu.%03llums rid=%llu\n",
+	n = snprintf(line, sizeof(line), "%s %s \"%s %s\" %d %llu %s %llu.%03llums rid=%llu\n",
 	    ts, r->client, log_escape(r->method, method, sizeof(method)),
 	    log_escape(r->target, target, sizeof(target)), r->status,
 	    (unsigned long long)r->bytes, r->backend ? r->backend : "-",
 	    (unsigned long long)(r->usec / 1000), (unsigned long long)(r->usec % 1000),
 	    (unsigned long long)r->rid);
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof(line)) {
+		n = (int)sizeof(line) - 1;
+		line[n - 1] = '\n';
+	}
+	/* One write per line, past stdio: with --workers several processes
+	 * append to the same file, and a line split over two writes would
+	 * interleave with another worker's. */
+	if (write(fileno(access_fp), line, (size_t)n) < 0 && errno == EINTR)
+		(void)!write(fileno(access_fp), line, (size_t)n);
 }

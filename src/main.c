@@ -394,6 +394,11 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	if (gw->drain != NULL) {
+		/* systemd and pkill signal a worker and its master together, and
+		 * the master passes its signal on: the same stop request arrives
+		 * twice within moments. Only a later one means "now". */
+		if (DRAIN_MS - gw->drain_left_ms < 1000)
+			return;
 		log_info("main", "second signal: stopping now");
 		proxy_stopping(gw->proxy);
 		event_base_loopexit(gw->base, NULL);
@@ -667,9 +672,13 @@ int main(int argc, char **argv)
 	}
 	if (gw.cfg->workers > 1) {
 		unsigned idx;
+		enum workers_role role = WORKERS_DONE;
 
 		/* The master returns only when every worker has ended. */
-		if (workers_run(gw.cfg->workers, &idx, &rc) == WORKERS_DONE) {
+		rc = 1;
+		if (front_probe(gw.cfg->listeners, gw.cfg->nlisteners) == 0)
+			role = workers_run(gw.cfg->workers, &idx, &rc);
+		if (role == WORKERS_DONE) {
 			gateway_tls_free(&gw);
 			router_free(gw.rt);
 			config_free(gw.cfg);

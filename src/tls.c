@@ -188,7 +188,18 @@ static X509 *load_chain_and_key(SSL_CTX *ctx, const char *cfgfile, const struct 
 		}
 		nchain++;
 	}
-	ERR_clear_error();	/* the end of the file */
+	{
+		/* The loop ends at the end of the file ("no start line"), or at a
+		 * block that does not decode: then the chain would go out short. */
+		unsigned long err = ERR_peek_last_error();
+
+		if (err != 0 && !(ERR_GET_LIB(err) == ERR_LIB_PEM && ERR_GET_REASON(err) == PEM_R_NO_START_LINE)) {
+			tls_report(e, cfgfile, cf, "certificate %d of the file (the chain) cannot be read: %s", nchain + 2,
+			    ssl_reason(rbuf, sizeof(rbuf)));
+			goto fail;
+		}
+	}
+	ERR_clear_error();
 	BIO_free(bio);
 	bio = NULL;
 	free(buf);

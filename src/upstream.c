@@ -779,12 +779,14 @@ static void up_readcb(struct bufferevent *bev, void *arg)
 
 /* The TCP connection to an https origin was made, the TLS one was not. The
  * reason is logged when it changes, not once per request. */
-static void up_tls_failed(struct up_conn *c, short what)
+static void up_tls_failed(struct up_conn *c, short what, const char *known)
 {
 	struct up_pool *p = c->pool;
 	char why[200];
 
-	if (what & BEV_EVENT_TIMEOUT)
+	if (known != NULL)
+		snprintf(why, sizeof(why), "%s", known);
+	else if (what & BEV_EVENT_TIMEOUT)
 		snprintf(why, sizeof(why), "handshake not completed within connect_timeout_ms (%ums)",
 		    p->up->set.connect_timeout_ms);
 	else if (tls_failure(c->bev, why, sizeof(why)) == NULL)
@@ -848,7 +850,7 @@ static void up_eventcb(struct bufferevent *bev, short what, void *arg)
 	}
 	if (c->state == US_CONNECTING) {
 		if (c->pool->tls && tls_wrote_bytes(bev)) {
-			up_tls_failed(c, what);
+			up_tls_failed(c, what, NULL);
 			return;
 		}
 		if (what & BEV_EVENT_ERROR) {
@@ -883,6 +885,18 @@ static void up_eventcb(struct bufferevent *bev, short what, void *arg)
 	}
 	if (up_maybe_retry(c))
 		return;
+	/* With TLS 1.3 the client's side of the handshake ends before the
+	 * server has checked it: a backend that wants a client certificate
+	 * answers the first request with an alert. That is a TLS failure (and
+	 * the group's next endpoint may do), not a broken response. */
+	if (c->pool->tls && !c->reused && !c->got_bytes && (what & BEV_EVENT_ERROR)) {
+		char why[200];
+
+		if (tls_failure(bev, why, sizeof(why)) != NULL) {
+			up_tls_failed(c, what, why);
+			return;
+		}
+	}
 	up_fail(c, UP_ECLOSED);
 }
 

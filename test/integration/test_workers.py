@@ -41,3 +41,35 @@ def test_workers_flag_validated(gateway):
     from harness import MGW_BIN
     p = subprocess.run([MGW_BIN, "-c", "x.yaml", "--workers", "0"], capture_output=True)
     assert p.returncode == 2 and b"--workers" in p.stderr
+
+
+def test_second_instance_with_workers_refused(gateway, backend):
+    b = backend("w2")
+    api = openapi("/w2", {"/x": {"get": None}}, endpoints=[b.url])
+    g = gateway([api], args=["--workers", "2"])
+    g2 = gateway([api], port=g.port, args=["--workers", "2"], wait=False)
+    assert g2.wait(10) == 1
+    assert "cannot listen on 127.0.0.1:%d" % g.port in g2.stderr()
+    assert g.request("GET", "/w2/x").status == 200
+
+
+def test_long_access_log_lines_stay_whole_with_workers(gateway, backend, workdir):
+    b = backend("wl")
+    log = os.path.join(workdir, "access.log")
+    g = gateway([openapi("/wl", {"/x": {"get": None}}, endpoints=[b.url])],
+                args=["--workers", "2", "--access-log", log])
+    wait_for(lambda: len(children(g.pid)) == 2, 5)
+    q = "a" * 6000
+    threads = [threading_request(g, "/wl/x?q=" + q) for _ in range(40)]
+    for t in threads:
+        t.join(15)
+    lines = open(log).read().splitlines()
+    assert len(lines) == 40, len(lines)
+    assert all(l.endswith(tuple("rid=%d" % i for i in range(1, 100))) and q in l for l in lines)
+
+
+def threading_request(g, target):
+    import threading
+    t = threading.Thread(target=lambda: g.request("GET", target, timeout=10))
+    t.start()
+    return t
