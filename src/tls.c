@@ -273,6 +273,24 @@ static int load_ca_file(SSL_CTX *ctx, const char *cfgfile, const struct conf_fil
 	return 0;
 }
 
+/* What every context shares: TLS 1.2 at least, no renegotiation or
+ * compression, and buffers given back by idle keep-alive connections. */
+static SSL_CTX *tls_ctx_new(const SSL_METHOD *method, const char *cfgfile, struct cfg_errors *e)
+{
+	SSL_CTX *ctx = SSL_CTX_new(method);
+	char rbuf[256];
+
+	if (ctx == NULL) {
+		cfg_error(e, cfgfile, NULL, "cannot create a TLS context: %s", ssl_reason(rbuf, sizeof(rbuf)));
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+	return ctx;
+}
+
 /* ---- listeners ---- */
 
 static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
@@ -313,19 +331,13 @@ static int sni_select(SSL *ssl, int *al, void *arg)
 static SSL_CTX *server_ctx(const char *cfgfile, const struct listener_tls *conf, struct cfg_errors *e)
 {
 	static const unsigned char sid[] = "mgw-evd";
-	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-	char rbuf[256];
+	SSL_CTX *ctx = tls_ctx_new(TLS_server_method(), cfgfile, e);
 
-	if (ctx == NULL) {
-		cfg_error(e, cfgfile, NULL, "cannot create a TLS context: %s", ssl_reason(rbuf, sizeof(rbuf)));
+	if (ctx == NULL)
 		return NULL;
-	}
-	SSL_CTX_set_min_proto_version(ctx, conf->min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
+	if (conf->min_version == 13)
+		SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
 	SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
-	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-	/* Idle keep-alive connections give their read/write buffers back. */
-	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
 	SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid) - 1);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
 	if (SSL_CTX_set_cipher_list(ctx, conf->ciphers ? conf->ciphers : TLS_DEFAULT_CIPHERS) != 1) {
@@ -412,18 +424,12 @@ SSL_CTX *tls_client_ctx(const char *cfgfile, const struct tls_client_conf *conf,
     struct cfg_errors *e, struct cfg_errors *w)
 {
 	static const unsigned char alpn[] = "\x08http/1.1";
-	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL_CTX *ctx = tls_ctx_new(TLS_client_method(), cfgfile, e);
 	char rbuf[256];
 	int bad = 0;
 
-	if (ctx == NULL) {
-		cfg_error(e, cfgfile, NULL, "cannot create a TLS context: %s", ssl_reason(rbuf, sizeof(rbuf)));
+	if (ctx == NULL)
 		return NULL;
-	}
-	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
 	SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	if (conf->ca_file.path != NULL) {
