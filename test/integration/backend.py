@@ -163,9 +163,14 @@ class Backend:
                 pass
 
     def _accept_loop(self):
+        self.accept_loop(self.lsock, self._serve)
+
+    def accept_loop(self, lsock, serve):
+        """Accept on lsock, counting connections, each served by serve(sock, cid)
+        in its own thread (the TLS backend passes a serve that wraps first)."""
         while not self.stopping:
             try:
-                s, _ = self.lsock.accept()
+                s, _ = lsock.accept()
             except OSError:
                 return
             with self.lock:
@@ -173,7 +178,7 @@ class Backend:
                 self.open += 1
                 cid = self.connections
                 self.socks.add(s)
-            threading.Thread(target=self._serve, args=(s, cid), daemon=True).start()
+            threading.Thread(target=serve, args=(s, cid), daemon=True).start()
 
     def _gate(self, token):
         with self.lock:

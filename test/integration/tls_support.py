@@ -231,20 +231,7 @@ def run_tls_backend(argv):
         with b.lock:
             b.socks.discard(s)
 
-    def accept_loop():
-        while True:
-            try:
-                s, _ = lsock.accept()
-            except OSError:
-                return
-            with b.lock:
-                b.connections += 1
-                b.open += 1
-                cid = b.connections
-                b.socks.add(s)
-            threading.Thread(target=serve, args=(s, cid), daemon=True).start()
-
-    threading.Thread(target=accept_loop, daemon=True).start()
+    threading.Thread(target=b.accept_loop, args=(lsock, serve), daemon=True).start()
     sys.stderr.write("tls backend %s on %d (control %d)\n" % (a.name, a.port, a.control_port))
     sys.stderr.flush()
     b.serve_forever()
