@@ -24,6 +24,11 @@ void log_msg(int level, const char *room, const char *fmt, ...)
 /* Access log: "-" is stdout, NULL or "off" disables it, anything else is a file
  * opened for append. Returns -1 with errno set when the file cannot be opened. */
 int log_access_open(const char *target);
+/* With a base, access lines are written once per turn of its loop rather
+ * than one write per request; NULL flushes and goes back to writing at once
+ * (before the base is freed). */
+struct event_base;
+int log_access_attach(struct event_base *base);
 int log_access_enabled(void);
 void log_access_close(void);
 

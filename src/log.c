@@ -1,5 +1,6 @@
 /* log: leveled diagnostics on stderr and the access log on stdout or a file. */
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -7,11 +8,20 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "log.h"
 
 static int log_level = LOG_INFO;
 static FILE *access_fp;
 static int access_owned;	/* access_fp is a file we opened */
+
+/* Access lines wait here until the event loop has run the callbacks of its
+ * turn; then they go out together. One write per request was 11% of the
+ * gateway's throughput; one per turn batches every request that turn ended. */
+static char access_buf[16384];
+static size_t access_len;
+static struct event *access_flush_ev;	/* NULL: write each line at once */
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
@@ -29,16 +39,36 @@ int log_get_level(void)
 	return log_level;
 }
 
+/* strftime is the costly part of a timestamp and changes once a second. */
 static size_t log_timestamp(char *buf, size_t len)
 {
+	static time_t cached_sec = -1;
+	static char cached[24];
 	struct timeval tv;
 	struct tm tm;
+	unsigned ms;
 	size_t n;
 
 	gettimeofday(&tv, NULL);
-	gmtime_r(&tv.tv_sec, &tm);
-	n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
-	n += (size_t)snprintf(buf + n, len - n, ".%03ldZ", (long)(tv.tv_usec / 1000));
+	if (tv.tv_sec != cached_sec) {
+		gmtime_r(&tv.tv_sec, &tm);
+		if (strftime(cached, sizeof(cached), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+			cached[0] = '\0';
+		cached_sec = tv.tv_sec;
+	}
+	n = strlen(cached);
+	if (len < n + 6) {
+		buf[0] = '\0';
+		return 0;
+	}
+	memcpy(buf, cached, n);
+	ms = (unsigned)(tv.tv_usec / 1000);
+	buf[n++] = '.';
+	buf[n++] = (char)('0' + ms / 100);
+	buf[n++] = (char)('0' + ms / 10 % 10);
+	buf[n++] = (char)('0' + ms % 10);
+	buf[n++] = 'Z';
+	buf[n] = '\0';
 	return n;
 }
 
@@ -60,6 +90,57 @@ void log_msg(int level, const char *room, const char *fmt, ...)
 	fprintf(stderr, "%s %-5s [%s] %s\n", ts, level_names[level], room, line);
 }
 
+/* Write whole lines in pieces of at most PIPE_BUF bytes: with --workers
+ * several processes share the access log, and the kernel keeps a write of
+ * that size to a pipe, or any append to a file, in one piece. */
+static void access_write(const char *p, size_t len)
+{
+	while (len > 0) {
+		size_t n = len;
+		ssize_t w;
+
+		if (n > PIPE_BUF) {
+			const char *nl = memrchr(p, '\n', PIPE_BUF);
+
+			n = nl != NULL ? (size_t)(nl - p) + 1 : PIPE_BUF;
+		}
+		w = write(fileno(access_fp), p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return;		/* a full pipe or disk: the lines are lost */
+		p += w;
+		len -= (size_t)w;
+	}
+}
+
+static void access_flush(void)
+{
+	if (access_len > 0 && access_fp != NULL)
+		access_write(access_buf, access_len);
+	access_len = 0;
+}
+
+static void access_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	access_flush();
+}
+
+int log_access_attach(struct event_base *base)
+{
+	access_flush();
+	if (access_flush_ev != NULL)
+		event_free(access_flush_ev);
+	access_flush_ev = NULL;
+	if (base == NULL)
+		return 0;
+	access_flush_ev = event_new(base, -1, 0, access_flush_cb, NULL);
+	return access_flush_ev != NULL ? 0 : -1;
+}
+
 int log_access_open(const char *target)
 {
 	FILE *fp;
@@ -67,8 +148,6 @@ int log_access_open(const char *target)
 	log_access_close();
 	if (target == NULL || strcmp(target, "off") == 0)
 		return 0;
-	/* log_access() writes each line with one write(2), unbuffered: a
-	 * container's log collector sees each request at once. */
 	if (strcmp(target, "-") == 0) {
 		access_fp = stdout;
 		return 0;
@@ -88,6 +167,7 @@ int log_access_enabled(void)
 
 void log_access_close(void)
 {
+	access_flush();
 	if (access_fp != NULL && access_owned)
 		fclose(access_fp);
 	access_fp = NULL;
@@ -137,9 +217,16 @@ void log_access(const struct log_access_rec *r)
 		n = (int)sizeof(line) - 1;
 		line[n - 1] = '\n';
 	}
-	/* One write per line, past stdio: with --workers several processes
-	 * append to the same file, and a line split over two writes would
-	 * interleave with another worker's. */
-	if (write(fileno(access_fp), line, (size_t)n) < 0 && errno == EINTR)
-		(void)!write(fileno(access_fp), line, (size_t)n);
+	if (access_len + (size_t)n > sizeof(access_buf))
+		access_flush();
+	if (access_flush_ev == NULL) {
+		access_write(line, (size_t)n);
+		return;
+	}
+	/* Made active now, the flush runs after the callbacks already queued
+	 * for this turn of the loop. */
+	if (access_len == 0)
+		event_active(access_flush_ev, 0, 0);
+	memcpy(access_buf + access_len, line, (size_t)n);
+	access_len += (size_t)n;
 }

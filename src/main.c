@@ -525,6 +525,7 @@ static void gateway_free(struct gateway *gw)
 	router_free(gw->rt);
 	gateway_tls_free(gw);
 	config_free(gw->cfg);
+	log_access_attach(NULL);
 	if (gw->base)
 		event_base_free(gw->base);
 	log_access_close();
@@ -545,7 +546,8 @@ static int gateway_run(struct gateway *gw)
 	gw->base = event_base_new_with_config(ecfg);
 	event_config_free(ecfg);
 	/* Two priorities: the front's per-connection set-up runs before any I/O. */
-	if (gw->base == NULL || event_base_priority_init(gw->base, 2) != 0) {
+	if (gw->base == NULL || event_base_priority_init(gw->base, 2) != 0 ||
+	    log_access_attach(gw->base) != 0) {
 		log_err("main", "cannot create the event loop");
 		return 1;
 	}
