@@ -41,20 +41,32 @@ unsigned char *disc_b64_decode(const char *s, size_t len, size_t *outlen);
 
 /* Number of txns needed for nkeys keys at max_ops operations per txn. */
 size_t disc_txn_count(size_t nkeys, size_t max_ops);
-/* {"success":[{"request_range":{"key":"<b64>"}}, ...]} for keys[0..n). malloc'd. */
-char *disc_txn_body(const char *const *keys, size_t n);
+/* {"success":[{"request_range":{"key":"<b64>"}}, ...]} for keys[0..n), with
+ * "min_mod_revision" on each range when min_rev > 0: etcd then sends the value
+ * only of keys modified at min_rev or later, and a bare count for the others.
+ * An empty txn (n = 0) only fetches the header. malloc'd. */
+char *disc_txn_body(const char *const *keys, size_t n, long long min_rev);
 
 /* One key of a txn reply. */
 struct disc_kv {
-	int present;		/* the key exists (kvs non-empty) */
+	int present;		/* the key exists (kvs non-empty, or a count) */
+	int unchanged;		/* present, but not modified since min_rev: no value */
 	char *value;		/* decoded value, NUL-terminated; NULL when absent */
 	size_t len;
 	long long mod_revision;	/* int64s arrive as JSON strings */
 };
-/* Parse a /kv/txn reply holding n request_range answers into out[0..n).
- * Returns 0, or -1 with *why set (static text) on anything malformed; out is
- * then left cleared. Free with disc_kv_clear. */
-int disc_txn_parse(const char *body, size_t len, size_t n, struct disc_kv *out, const char **why);
+/* The reply's header: which cluster answered, at which store revision. A
+ * revision of 0 means the reply did not say. */
+struct disc_header {
+	unsigned long long cluster_id;
+	long long revision;
+};
+/* Parse a /kv/txn reply holding n request_range answers into out[0..n), and
+ * its header into *hdr (optional). Returns 0, or -1 with *why set (static
+ * text) on anything malformed; out is then left cleared. Free with
+ * disc_kv_clear. */
+int disc_txn_parse(const char *body, size_t len, size_t n, struct disc_kv *out,
+    struct disc_header *hdr, const char **why);
 void disc_kv_clear(struct disc_kv *kv, size_t n);
 
 /* What an etcd reply means for the client. */

@@ -60,6 +60,10 @@
 #define DISC_MAX_HEADERS	(64u << 10)
 #define DISC_BACKOFF_MAX_MS	60000u
 #define DISC_LOGVAL		160	/* bytes of a value shown in a log line */
+/* etcd wiped and made again with the same flags has the same cluster id and
+ * counts revisions from 1 again: whatever the probe says, every key is read
+ * at least this often. */
+#define DISC_FULL_READ_MS	60000u
 
 /* ---------------------------------------------------------------- types */
 
@@ -102,7 +106,9 @@ struct call {
 enum batch_state { B_TODO, B_SENT, B_DONE, B_FAILED };
 
 struct batch {
-	size_t first, n;
+	size_t first, n;		/* n = 0: the revision probe */
+	long long min_rev;		/* > 0: only values changed since */
+	struct disc_header hdr;		/* of its reply */
 	enum batch_state state;
 	enum disc_class cls;
 	char msg[160];
@@ -137,6 +143,12 @@ struct disc {
 	size_t max_ops;
 	uint64_t poll_started;
 	unsigned long long polls;
+	/* The store revision every slot is at least as new as (0 = unknown).
+	 * While etcd answers the same revision nothing can have changed, so a
+	 * poll first sends an empty txn and reads the keys only if it moved. */
+	struct disc_header seen;
+	uint64_t seen_at;		/* when every key was last read */
+	int probing;			/* the poll in progress is that probe */
 
 	/* auth */
 	char *token;
@@ -306,7 +318,7 @@ disc_txn_count(size_t nkeys, size_t max_ops)
 }
 
 char *
-disc_txn_body(const char *const *keys, size_t n)
+disc_txn_body(const char *const *keys, size_t n, long long min_rev)
 {
 	struct evbuffer *b = evbuffer_new();
 	char *out = NULL;
@@ -320,7 +332,11 @@ disc_txn_body(const char *const *keys, size_t n)
 
 		if (k == NULL)
 			goto out;
-		evbuffer_add_printf(b, "%s{\"request_range\":{\"key\":\"%s\"}}", i ? "," : "", k);
+		if (min_rev > 0)
+			evbuffer_add_printf(b, "%s{\"request_range\":{\"key\":\"%s\",\"min_mod_revision\":\"%lld\"}}",
+			    i ? "," : "", k, min_rev);
+		else
+			evbuffer_add_printf(b, "%s{\"request_range\":{\"key\":\"%s\"}}", i ? "," : "", k);
 		free(k);
 	}
 	evbuffer_add(b, "]}", 2);
@@ -367,17 +383,46 @@ disc_kv_clear(struct disc_kv *kv, size_t n)
 	}
 }
 
+/* A header that cannot be read leaves the revision at 0 (unknown), which
+ * only costs a full read on the next poll. */
+static void
+header_parse(const json_t *root, struct disc_header *hdr)
+{
+	const json_t *h = json_object_get(root, "header");
+	const json_t *cid = json_object_get(h, "cluster_id");
+	long long rev;
+
+	memset(hdr, 0, sizeof(*hdr));
+	if (json_int64(json_object_get(h, "revision"), &rev) < 0 || rev <= 0)
+		return;
+	/* cluster_id is a uint64: above INT64_MAX, so strtoull, not json_int64 */
+	if (json_is_string(cid)) {
+		char *end;
+
+		errno = 0;
+		hdr->cluster_id = strtoull(json_string_value(cid), &end, 10);
+		if (errno || *end != '\0')
+			return;
+	}
+	hdr->revision = rev;
+}
+
 int
-disc_txn_parse(const char *body, size_t len, size_t n, struct disc_kv *out, const char **why)
+disc_txn_parse(const char *body, size_t len, size_t n, struct disc_kv *out,
+    struct disc_header *hdr, const char **why)
 {
 	const char *dummy;
+	struct disc_header hdummy;
 	json_t *root, *resps, *v;
 	json_error_t jerr;
 	size_t i;
 
 	if (why == NULL)
 		why = &dummy;
+	if (hdr == NULL)
+		hdr = &hdummy;
 	*why = NULL;
+	memset(hdr, 0, sizeof(*hdr));
 	memset(out, 0, n * sizeof(*out));
 	if (body == NULL || len == 0) {
 		*why = "empty reply";
@@ -392,6 +437,7 @@ disc_txn_parse(const char *body, size_t len, size_t n, struct disc_kv *out, cons
 		*why = "reply is not a JSON object";
 		goto bad;
 	}
+	header_parse(root, hdr);
 	resps = json_object_get(root, "responses");
 	if (resps == NULL && n == 0) {
 		json_decref(root);
@@ -415,8 +461,19 @@ disc_txn_parse(const char *body, size_t len, size_t n, struct disc_kv *out, cons
 			goto bad;
 		}
 		kvs = json_object_get(rr, "kvs");
-		if (kvs == NULL || (json_is_array(kvs) && json_array_size(kvs) == 0))
-			continue;	/* missing key: no kvs, no count */
+		if (kvs == NULL || (json_is_array(kvs) && json_array_size(kvs) == 0)) {
+			/* A missing key has no kvs and no count. With min_mod_revision
+			 * etcd counts before it filters: a count without kvs is a key
+			 * that exists and has not changed. */
+			if ((v = json_object_get(rr, "count")) != NULL) {
+				if (json_int64(v, &rev) < 0) {
+					*why = "'count' is not an int64";
+					goto bad;
+				}
+				out[i].present = out[i].unchanged = rev > 0;
+			}
+			continue;
+		}
 		if (!json_is_array(kvs) || !json_is_object(kv = json_array_get(kvs, 0))) {
 			*why = "'kvs' is not an array of objects";
 			goto bad;
@@ -451,6 +508,7 @@ disc_txn_parse(const char *body, size_t len, size_t n, struct disc_kv *out, cons
 	return 0;
 bad:
 	disc_kv_clear(out, n);
+	memset(hdr, 0, sizeof(*hdr));
 	json_decref(root);
 	return -1;
 }
@@ -682,13 +740,15 @@ disc_apply(struct disc *d, struct disc_slot *ps, const struct disc_kv *kv)
 	struct url *u;
 
 	(void)d;
-	printable(s->pub.key, strlen(s->pub.key), kbuf, sizeof(kbuf));
+	if (kv->unchanged)
+		return 0;
 	if (!kv->present) {
 		free(s->raw);
 		s->raw = NULL;
 		s->rawlen = 0;
 		if (s->state == SLOT_ABSENT)
 			return 0;
+		printable(s->pub.key, strlen(s->pub.key), kbuf, sizeof(kbuf));
 		if (s->pub.url != NULL) {
 			log_info(ROOM, "etcd key '%s': %s -> (default) (key not found in etcd)",
 			    kbuf, s->pub.url->text);
@@ -714,6 +774,7 @@ disc_apply(struct disc *d, struct disc_slot *ps, const struct disc_kv *kv)
 		s->rawlen = kv->len;
 	}
 	s->state = SLOT_SET;
+	printable(s->pub.key, strlen(s->pub.key), kbuf, sizeof(kbuf));
 	if (memchr(kv->value, '\0', kv->len) != NULL) {
 		u = NULL;
 		err = "value contains a NUL byte";
@@ -1048,6 +1109,36 @@ problem(struct disc *d, enum disc_class c, int level, const char *fmt, ...)
 	log_msg(level, ROOM, "%s", line);
 }
 
+enum read_mode {
+	READ_PROBE,	/* an empty txn: has the store revision moved? */
+	READ_CHANGED,	/* every key, values only of those changed since seen */
+	READ_ALL,	/* every key with its value */
+};
+
+/* The batches of a poll. */
+static int
+batches_make(struct disc *d, enum read_mode mode)
+{
+	int probe = mode == READ_PROBE;
+	size_t i, nb = probe ? 1 : disc_txn_count(d->nslots, d->max_ops);
+
+	free(d->batches);
+	d->nbatches = 0;
+	d->batches = calloc(nb, sizeof(*d->batches));
+	if (d->batches == NULL)
+		return -1;
+	d->nbatches = nb;
+	for (i = 0; i < nb && !probe; i++) {
+		d->batches[i].first = i * d->max_ops;
+		d->batches[i].n = d->nslots - d->batches[i].first < d->max_ops ?
+		    d->nslots - d->batches[i].first : d->max_ops;
+		if (mode == READ_CHANGED)
+			d->batches[i].min_rev = d->seen.revision + 1;
+	}
+	d->probing = probe;
+	return 0;
+}
+
 static void
 send_txns(struct disc *d)
 {
@@ -1060,12 +1151,12 @@ send_txns(struct disc *d)
 
 		if (b->state != B_TODO)
 			continue;
-		keys = malloc(b->n * sizeof(*keys));
-		if (keys == NULL)
+		keys = NULL;
+		if (b->n > 0 && (keys = malloc(b->n * sizeof(*keys))) == NULL)
 			goto fail;
 		for (j = 0; j < b->n; j++)
 			keys[j] = d->slots[b->first + j]->pub.key;
-		body = disc_txn_body(keys, b->n);
+		body = disc_txn_body(keys, b->n, b->min_rev);
 		free(keys);
 		if (body == NULL)
 			goto fail;
@@ -1262,22 +1353,75 @@ on_auth(struct disc *d, struct call *c)
 static void
 apply_batch(struct disc *d, struct batch *b, const char *body, size_t len)
 {
-	struct disc_kv *kv = calloc(b->n, sizeof(*kv));
+	struct disc_kv *kv = calloc(b->n ? b->n : 1, sizeof(*kv));
 	const char *why = NULL;
 	size_t i;
 
-	if (kv == NULL || disc_txn_parse(body, len, b->n, kv, &why) < 0) {
+	if (kv == NULL || disc_txn_parse(body, len, b->n, kv, &b->hdr, &why) < 0) {
 		b->state = B_FAILED;
 		b->cls = DISC_GARBAGE;
 		snprintf(b->msg, sizeof(b->msg), "%s", why ? why : "out of memory");
 		free(kv);
 		return;
 	}
+	/* A key read as missing that was set may have been deleted, or an etcd
+	 * that counts after it filters may have hidden it: read the batch again
+	 * without the filter before moving anything to its default. */
+	for (i = 0; i < b->n && b->min_rev > 0; i++)
+		if (!kv[i].present && d->slots[b->first + i]->state == SLOT_SET) {
+			disc_kv_clear(kv, b->n);
+			free(kv);
+			b->min_rev = 0;
+			b->state = B_TODO;
+			return;
+		}
 	for (i = 0; i < b->n; i++)
 		disc_apply(d, &d->slots[b->first + i]->pub, &kv[i]);
 	disc_kv_clear(kv, b->n);
 	free(kv);
 	b->state = B_DONE;
+}
+
+/* The probe answered: read every key only if the store moved on. */
+static void
+probe_done(struct disc *d)
+{
+	const struct disc_header *h = &d->batches[0].hdr;	/* freed below */
+	int same = h->revision != 0 && h->cluster_id == d->seen.cluster_id;
+
+	if (same && h->revision == d->seen.revision) {
+		poll_end(d, 1);
+		return;
+	}
+	log_debug(ROOM, "etcd: store revision %lld -> %lld; reading %s", d->seen.revision,
+	    h->revision, same ? "the values changed since" : "every key");
+	if (batches_make(d, same ? READ_CHANGED : READ_ALL) < 0) {
+		log_err(ROOM, "etcd: out of memory starting a poll");
+		poll_end(d, 0);
+		return;
+	}
+	step(d);
+}
+
+/* Every key was read, each txn at its own revision: the slots are at least
+ * as new as the oldest of them. */
+static void
+read_done(struct disc *d)
+{
+	struct disc_header seen = d->batches[0].hdr;
+	size_t i;
+
+	for (i = 1; i < d->nbatches && seen.revision != 0; i++) {
+		const struct disc_header *h = &d->batches[i].hdr;
+
+		if (h->revision == 0 || h->cluster_id != seen.cluster_id)
+			seen.revision = 0;
+		else if (h->revision < seen.revision)
+			seen.revision = h->revision;
+	}
+	d->seen = seen;
+	d->seen_at = mono_ms();
+	poll_end(d, 1);
 }
 
 static void
@@ -1301,7 +1445,10 @@ txns_finished(struct disc *d)
 			member = 1;
 	}
 	if (nfail == 0) {
-		poll_end(d, 1);
+		if (d->probing)
+			probe_done(d);
+		else
+			read_done(d);
 		return;
 	}
 	if (auth && d->username != NULL && !d->auth_retried) {
@@ -1393,52 +1540,52 @@ on_txn(struct disc *d, struct call *c)
 	if (b->state == B_DONE || (b->cls != DISC_TRANSPORT && b->cls != DISC_GARBAGE &&
 	    b->cls != DISC_UNAVAILABLE))
 		member_ok(d, c->member);
-	if (d->pending == 0)
+	if (b->state == B_TODO)
+		send_txns(d);
+	else if (d->pending == 0)
 		txns_finished(d);
 }
 
+/* One finished call per turn of the loop: parsing a txn reply of 128 keys
+ * takes about a millisecond, and the replies of a poll arrive together, so
+ * handling them all at once would hold up every client request meanwhile.
+ * A zero timeout runs the next one after the loop has looked at its
+ * sockets again. */
 static void
 done_cb(evutil_socket_t fd, short what, void *arg)
 {
+	static const struct timeval now = { 0, 0 };
 	struct disc *d = arg;
-	struct call *c;
+	struct call *c, *more;
 
-	for (;;) {
-		for (c = d->calls; c != NULL && !c->done; c = c->next)
-			;
-		if (c == NULL)
-			return;
-		call_unlink(d, c);
-		if (d->busy) {
-			switch (c->kind) {
-			case CALL_VERSION:	on_version(d, c); break;
-			case CALL_AUTH:		on_auth(d, c); break;
-			case CALL_TXN:		on_txn(d, c); break;
-			}
+	for (c = d->calls; c != NULL && !c->done; c = c->next)
+		;
+	if (c == NULL)
+		return;
+	call_unlink(d, c);
+	if (d->busy) {
+		switch (c->kind) {
+		case CALL_VERSION:	on_version(d, c); break;
+		case CALL_AUTH:		on_auth(d, c); break;
+		case CALL_TXN:		on_txn(d, c); break;
 		}
-		call_free(c);
 	}
+	call_free(c);
+	for (more = d->calls; more != NULL && !more->done; more = more->next)
+		;
+	if (more != NULL)
+		event_add(d->done_ev, &now);
 }
 
 static void
 poll_begin(struct disc *d)
 {
-	size_t i, nb;
-
 	if (d->nslots == 0)
 		return;
-	nb = disc_txn_count(d->nslots, d->max_ops);
-	d->batches = calloc(nb, sizeof(*d->batches));
-	if (d->batches == NULL) {
+	if (batches_make(d, d->seen.revision != 0 && mono_ms() - d->seen_at < DISC_FULL_READ_MS ?
+	    READ_PROBE : READ_ALL) < 0) {
 		log_err(ROOM, "etcd: out of memory starting a poll");
 		return;
-	}
-	d->nbatches = nb;
-	for (i = 0; i < nb; i++) {
-		d->batches[i].first = i * d->max_ops;
-		d->batches[i].n = d->nslots - d->batches[i].first < d->max_ops ?
-		    d->nslots - d->batches[i].first : d->max_ops;
-		d->batches[i].state = B_TODO;
 	}
 	d->busy = 1;
 	d->tried = 1;
@@ -1467,9 +1614,12 @@ poll_end(struct disc *d, int ok)
 			    set, d->nslots - set);
 			d->first_ok = 1;
 		}
+	} else {
+		memset(&d->seen, 0, sizeof(d->seen));	/* some keys may be stale */
 	}
-	log_debug(ROOM, "etcd: poll %llu %s in %llu ms", d->polls, ok ? "done" : "failed",
-	    (unsigned long long)(mono_ms() - d->poll_started));
+	log_debug(ROOM, "etcd: poll %llu %s in %llu ms%s", d->polls, ok ? "done" : "failed",
+	    (unsigned long long)(mono_ms() - d->poll_started),
+	    ok && d->probing ? " (revision unchanged)" : "");
 	free(d->batches);
 	d->batches = NULL;
 	d->nbatches = 0;

@@ -197,6 +197,17 @@ class CountingProxy:
         with self.lock:
             self.counts.clear()
 
+    def retarget(self, port):
+        """Send new connections to another port and cut the current ones."""
+        with self.lock:
+            self.target_port = port
+            socks, self.socks = self.socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def _accept(self):
         while not self.closed:
             try:

@@ -286,7 +286,7 @@ def test_thousand_keys(workdir, etcd, backend, gateway, tcp_proxy):
     # every key but the last one set
     e.put_many(("key%04d" % i, "%s/k%d" % (b1.url, i)) for i in range(n - 1))
     px = tcp_proxy(e.port)
-    gw = gateway([doc], args=etcd_args(e, timer=500, url=px.url),
+    gw = gateway([doc], args=etcd_args(e, timer=500, url=px.url) + ["-v"],
                  env={"MGW_ETCD_PASSWORD": PW})
 
     def target(i):
@@ -300,10 +300,46 @@ def test_thousand_keys(workdir, etcd, backend, gateway, tcp_proxy):
         assert target(i) == ("b1", "/k%d/r%d" % (i, i)), i
     assert target(999) == ("default", "/d999/r999")
     assert "read 1000 keys" in gw.stderr() and "in 8 txns" in gw.stderr(), gw.logs()
-    # a change to a key in the last txn is followed too
+    # a change to a key in the last txn is followed too, read as a change
+    # since the revision of the first read
     e.put("key0999", b1.url + "/late")
     assert wait_for(lambda: target(999) == ("b1", "/late/r999"), 3), gw.logs()
+    assert "reading the values changed since" in gw.stderr(), gw.logs()
+    assert target(998) == ("b1", "/k998/r998")
+    # a deletion seen through the filter is read again without it, then followed
+    e.delete("key0500")
+    assert wait_for(lambda: target(500) == ("default", "/d500/r500"), 3), gw.logs()
+    assert target(501) == ("b1", "/k501/r501")
+    # nothing changes: each poll is one empty txn asking for the store revision
+    time.sleep(0.6)
     px.reset()
     time.sleep(1.2)
-    # 8 txns per poll (128 keys each at most), never a request per key
-    assert px.count("/kv/txn") >= 8 and px.count("/kv/range") == 0, px.counts
+    assert 2 <= px.count("/kv/txn") <= 4 and px.count("/kv/range") == 0, px.counts
+    # any write moves the revision: the probe, then 8 txns of at most 128 keys,
+    # never a request per key
+    px.reset()
+    e.put("unrelated", "x")
+    assert wait_for(lambda: px.count("/kv/txn") >= 9, 3), px.counts
+    assert px.count("/kv/range") == 0, px.counts
+
+
+def test_another_cluster_at_the_same_revision(workdir, etcd, backend, gateway, tcp_proxy):
+    """etcd wiped and made again counts revisions from 1 again: an unchanged
+    revision from another cluster must not pass for unchanged keys."""
+    e1 = etcd(auth=False)
+    e2 = etcd(auth=False, extra_args=["--initial-cluster-token", "another-cluster"])
+    b0, b1, b2 = backend("default"), backend("b1"), backend("b2")
+    e1.put("petstore", b1.url)
+    e2.put("petstore", b2.url)
+    rev = lambda e: e.kv("/v3/kv/range", {"key": "cGV0c3RvcmU="})["header"]["revision"]
+    assert rev(e1) == rev(e2)
+    px = tcp_proxy(e1.port)
+    gw = gateway([api("petstore", b0.url)], args=etcd_args(e1, user=None, timer=1000, url=px.url))
+    assert wait_for(lambda: who(gw) == "b1", 3), gw.logs()
+    # right after a poll, so that no poll is cut (a failed poll reads everything anyway)
+    px.reset()
+    assert wait_for(lambda: px.count("/kv/txn") >= 1, 3), px.counts
+    time.sleep(0.1)
+    px.retarget(e2.port)
+    assert wait_for(lambda: who(gw) == "b2", 3), gw.logs()
+    assert not [ln for ln in etcd_lines(gw) if "unreachable" in ln], gw.logs()

@@ -68,7 +68,7 @@ static void
 test_txn_body(void)
 {
 	const char *keys[] = { "petstore", "a/b" };
-	char *body = disc_txn_body(keys, 2);
+	char *body = disc_txn_body(keys, 2, 0);
 	json_t *j = body ? json_loads(body, 0, NULL) : NULL;
 	json_t *s = json_object_get(j, "success");
 
@@ -79,7 +79,21 @@ test_txn_body(void)
 	is_str(json_string_value(json_object_get(json_object_get(json_array_get(s, 1),
 	    "request_range"), "key")), "YS9i", "key 1 is base64 of 'a/b'");
 	ok(json_object_get(j, "compare") == NULL, "no compare clause");
+	ok(json_object_get(json_object_get(json_array_get(s, 0), "request_range"),
+	    "min_mod_revision") == NULL, "no filter without min_rev");
 	json_decref(j);
+	free(body);
+
+	body = disc_txn_body(keys, 2, 42);
+	j = body ? json_loads(body, 0, NULL) : NULL;
+	s = json_object_get(j, "success");
+	is_str(json_string_value(json_object_get(json_object_get(json_array_get(s, 1),
+	    "request_range"), "min_mod_revision")), "42", "min_rev as an int64 string on each range");
+	json_decref(j);
+	free(body);
+
+	body = disc_txn_body(keys, 0, 0);
+	is_str(body, "{\"success\":[]}", "the probe is an empty txn");
 	free(body);
 
 	is_int(disc_txn_count(1, DISC_MAX_TXN_OPS), 1, "1 key -> 1 txn");
@@ -101,57 +115,88 @@ static const char txn_reply[] =
 static void
 test_txn_parse(void)
 {
+	struct disc_header hdr;
 	struct disc_kv kv[3];
 	const char *why;
 	int r;
 
-	r = disc_txn_parse(S(txn_reply), 2, kv, &why);
+	r = disc_txn_parse(S(txn_reply), 2, kv, &hdr, &why);
 	is_int(r, 0, "txn reply parses");
+	is_int(hdr.revision, 4, "header revision read");
+	ok(hdr.cluster_id == 14841639068965178418ull, "cluster_id above INT64_MAX read");
 	ok(kv[0].present, "key 0 present");
 	is_str(kv[0].value, "http://127.0.0.1:9001/v2", "key 0 value decoded");
 	is_int(kv[0].mod_revision, 4, "int64 as a JSON string ('mod_revision':'4')");
 	ok(!kv[1].present && kv[1].value == NULL, "missing kvs means absent");
 	disc_kv_clear(kv, 2);
 
-	r = disc_txn_parse(S("{\"responses\":[{\"response_range\":{\"kvs\":[]}}]}"), 1, kv, &why);
+	/* min_mod_revision, measured on etcd 3.4: unchanged, changed, missing */
+	r = disc_txn_parse(S("{\"header\":{\"revision\":\"3\"},\"succeeded\":true,\"responses\":["
+	    "{\"response_range\":{\"header\":{\"revision\":\"3\"},\"count\":\"1\"}},"
+	    "{\"response_range\":{\"header\":{\"revision\":\"3\"},\"kvs\":[{\"key\":\"Yg==\","
+	    "\"create_revision\":\"3\",\"mod_revision\":\"3\",\"version\":\"1\",\"value\":\"eQ==\"}],"
+	    "\"count\":\"1\"}},{\"response_range\":{\"header\":{\"revision\":\"3\"}}}]}"), 3, kv, &hdr, &why);
+	ok(r == 0 && kv[0].present && kv[0].unchanged && kv[0].value == NULL,
+	    "a count without kvs is a key present and unchanged");
+	ok(kv[1].present && !kv[1].unchanged && kv[1].value && strcmp(kv[1].value, "y") == 0,
+	    "a changed key comes with its value");
+	ok(!kv[2].present && !kv[2].unchanged, "no count, no kvs: missing");
+	disc_kv_clear(kv, 3);
+	r = disc_txn_parse(S("{\"responses\":[{\"response_range\":{\"count\":[]}}]}"), 1, kv, &hdr, &why);
+	ok(r < 0, "a count that is not an int64 is an error");
+
+	/* the revision probe: an empty txn, answered with a header only */
+	r = disc_txn_parse(S("{\"header\":{\"cluster_id\":\"6001611773266757492\",\"member_id\":"
+	    "\"13049071153751544597\",\"revision\":\"17\",\"raft_term\":\"2\"},\"succeeded\":true}"),
+	    0, kv, &hdr, &why);
+	ok(r == 0 && hdr.revision == 17 && hdr.cluster_id == 6001611773266757492ull,
+	    "empty txn reply gives the revision");
+	r = disc_txn_parse(S("{\"succeeded\":true}"), 0, kv, &hdr, &why);
+	ok(r == 0 && hdr.revision == 0, "no header: revision unknown (0)");
+	r = disc_txn_parse(S("{\"header\":{\"revision\":\"x\"},\"succeeded\":true}"), 0, kv, &hdr, &why);
+	ok(r == 0 && hdr.revision == 0, "a revision that is not an int64 is unknown");
+	r = disc_txn_parse(S("{\"header\":{\"revision\":\"5\"},\"responses\":7}"), 1, kv, &hdr, &why);
+	ok(r < 0 && hdr.revision == 0, "a refused reply leaves no revision");
+
+	r = disc_txn_parse(S("{\"responses\":[{\"response_range\":{\"kvs\":[]}}]}"), 1, kv, NULL, &why);
 	ok(r == 0 && !kv[0].present, "empty kvs means absent");
 	disc_kv_clear(kv, 1);
 
 	r = disc_txn_parse(S("{\"responses\":[{\"response_range\":{\"kvs\":[{\"key\":\"YQ==\","
-	    "\"mod_revision\":\"9\"}],\"count\":\"1\"}}]}"), 1, kv, &why);
+	    "\"mod_revision\":\"9\"}],\"count\":\"1\"}}]}"), 1, kv, NULL, &why);
 	ok(r == 0 && kv[0].present && kv[0].value && kv[0].len == 0,
 	    "kv without 'value' (proto3 empty) is present and empty");
 	disc_kv_clear(kv, 1);
 
 	r = disc_txn_parse(S("{\"responses\":[{\"response_range\":{\"kvs\":[{\"mod_revision\":5,"
-	    "\"value\":\"eA==\"}]}}]}"), 1, kv, &why);
+	    "\"value\":\"eA==\"}]}}]}"), 1, kv, NULL, &why);
 	ok(r == 0 && kv[0].mod_revision == 5, "int64 as a JSON number is accepted too");
 	disc_kv_clear(kv, 1);
 
-	r = disc_txn_parse(S(txn_reply), 3, kv, &why);
+	r = disc_txn_parse(S(txn_reply), 3, kv, NULL, &why);
 	ok(r < 0 && why, "wrong number of responses is refused (%s)", why ? why : "");
 	ok(!kv[0].present && kv[0].value == NULL, "out is cleared on failure");
 
-	r = disc_txn_parse(S("404 page not found\n"), 1, kv, &why);
+	r = disc_txn_parse(S("404 page not found\n"), 1, kv, NULL, &why);
 	ok(r < 0 && why && strstr(why, "JSON"), "non-JSON 404 body is an error (%s)", why ? why : "");
-	r = disc_txn_parse("", 0, 1, kv, &why);
+	r = disc_txn_parse("", 0, 1, kv, NULL, &why);
 	ok(r < 0 && why && strstr(why, "empty"), "empty body is an error");
-	r = disc_txn_parse(S("\x01\x02garbage{{{"), 1, kv, &why);
+	r = disc_txn_parse(S("\x01\x02garbage{{{"), 1, kv, NULL, &why);
 	ok(r < 0, "garbage is an error");
-	r = disc_txn_parse(S("[1,2]"), 1, kv, &why);
+	r = disc_txn_parse(S("[1,2]"), 1, kv, NULL, &why);
 	ok(r < 0, "a JSON array is an error");
-	r = disc_txn_parse(S("{\"header\":{}}"), 1, kv, &why);
+	r = disc_txn_parse(S("{\"header\":{}}"), 1, kv, NULL, &why);
 	ok(r < 0, "no 'responses' is an error");
-	r = disc_txn_parse(S("{\"responses\":[{\"response_put\":{}}]}"), 1, kv, &why);
+	r = disc_txn_parse(S("{\"responses\":[{\"response_put\":{}}]}"), 1, kv, NULL, &why);
 	ok(r < 0, "a response that is not a response_range is an error");
 	r = disc_txn_parse(S("{\"responses\":[{\"response_range\":{\"kvs\":[{\"value\":\"!!\"}]}}]}"),
-	    1, kv, &why);
+	    1, kv, NULL, &why);
 	ok(r < 0 && why && strstr(why, "base64"), "a value that is not base64 is an error");
 	r = disc_txn_parse(S("{\"responses\":[{\"response_range\":{\"kvs\":[{\"value\":\"eA==\","
-	    "\"mod_revision\":\"four\"}]}}]}"), 1, kv, &why);
+	    "\"mod_revision\":\"four\"}]}}]}"), 1, kv, NULL, &why);
 	ok(r < 0, "a mod_revision that is not an int64 is an error");
 	r = disc_txn_parse(S("{\"responses\":[{\"response_range\":{\"kvs\":[{\"value\":\"eA==\"}]}},"
-	    "{\"response_range\":{\"kvs\":\"x\"}}]}"), 2, kv, &why);
+	    "{\"response_range\":{\"kvs\":\"x\"}}]}"), 2, kv, NULL, &why);
 	ok(r < 0 && kv[0].value == NULL, "a bad second response clears the first");
 }
 
