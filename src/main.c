@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -537,6 +538,16 @@ static int gateway_run(struct gateway *gw)
 	struct event_config *ecfg;
 	size_t netcd;
 
+	/* Response bodies pass through buffer chains that are freed as soon as
+	 * the client has them, so the heap top rises and falls by the bytes in
+	 * flight. glibc's default 128 KiB trim threshold gave that memory back
+	 * with brk() and faulted it in again on the next responses (measured:
+	 * 7 page faults and a quarter of the CPU of a 64 KiB GET). Keep a few
+	 * MiB of free heap instead; setting the threshold also freezes glibc's
+	 * adaptive mmap threshold, so fix that one above the largest chains. */
+	mallopt(M_TRIM_THRESHOLD, 4 << 20);
+	mallopt(M_TOP_PAD, 1 << 20);
+	mallopt(M_MMAP_THRESHOLD, 1 << 20);
 	/* The changelist folds the enable/disable pairs evhttp does around
 	 * every request into one epoll_ctl (measured: about 20% fewer cycles). */
 	ecfg = event_config_new();

@@ -572,15 +572,26 @@ static void up_process(struct up_conn *c)
 		case US_HEAD: {
 			size_t max = c->pool->up->set.max_response_head;
 			size_t want = avail < max ? avail : max;
-			char *p;
-			size_t end;
+			struct evbuffer_iovec first;
+			char *p = NULL;
+			size_t end = 0;
 			int64_t clen;
 			int status;
 
 			if (avail == 0)
 				return;
-			p = (char *)evbuffer_pullup(in, (ev_ssize_t)want);
-			end = find_head_end(p, want);
+			/* The head nearly always lies in the first chain, next to the
+			 * start of the body: parse it there. Pulling up 'want' bytes
+			 * instead copied up to 64 KiB of body into a fresh chain on
+			 * every response. */
+			if (evbuffer_peek(in, -1, NULL, &first, 1) > 0) {
+				p = first.iov_base;
+				end = find_head_end(p, first.iov_len < want ? first.iov_len : want);
+			}
+			if (end == 0) {
+				p = (char *)evbuffer_pullup(in, (ev_ssize_t)want);
+				end = find_head_end(p, want);
+			}
 			if (end == 0) {
 				if (avail >= max) {
 					up_fail(c, UP_EPROTO);

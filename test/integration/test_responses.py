@@ -93,6 +93,20 @@ def test_content_length_kept(gw):
     assert r.body == pattern(123457)
 
 
+@pytest.mark.parametrize("extra", ["", ";big=70000"])
+def test_head_split_across_reads(gw, extra):
+    """A head that arrives in pieces is parsed once whole, however the reads fall."""
+    with HttpConn(gw.port) as c:
+        for i in range(2):
+            r = c.request("GET", "/rs/x/%d" % i, [("X-Test-Mode", "split-head" + extra)])
+            assert r is not None and r.status == 200, r
+            assert r.header("X-Backend") == "b1", r.headers
+            if extra:
+                assert r.body == pattern(70000)
+            else:
+                assert r.echo()["target"] == "/x/%d" % i
+
+
 def test_large_body_both_ways(gw):
     body = pattern(3 * 1024 * 1024)
     r = gw.request("POST", "/rs/x", body=body,
