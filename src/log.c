@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 static int log_level = LOG_INFO;
 static FILE *access_fp;
 static int access_owned;	/* access_fp is a file we opened */
+static int access_regular;	/* access_fp is a regular file, not a pipe */
 
 /* Access lines wait here until the event loop has run the callbacks of its
  * turn; then they go out together. One write per request was 11% of the
@@ -90,19 +92,23 @@ void log_msg(int level, const char *room, const char *fmt, ...)
 	fprintf(stderr, "%s %-5s [%s] %s\n", ts, level_names[level], room, line);
 }
 
-/* Write whole lines in pieces of at most PIPE_BUF bytes: with --workers
- * several processes share the access log, and the kernel keeps a write of
- * that size to a pipe, or any append to a file, in one piece. */
+/* With --workers several processes share the access log. The kernel keeps
+ * one append to a regular file whole, whatever its size, but one write to a
+ * pipe only up to PIPE_BUF bytes. So a file gets the batch in one write; a
+ * pipe gets pieces that end at a line end and fit in PIPE_BUF where the
+ * lines allow (a single longer line goes whole and may interleave). */
 static void access_write(const char *p, size_t len)
 {
 	while (len > 0) {
 		size_t n = len;
 		ssize_t w;
 
-		if (n > PIPE_BUF) {
+		if (!access_regular && n > PIPE_BUF) {
 			const char *nl = memrchr(p, '\n', PIPE_BUF);
 
-			n = nl != NULL ? (size_t)(nl - p) + 1 : PIPE_BUF;
+			if (nl == NULL)
+				nl = memchr(p + PIPE_BUF, '\n', len - PIPE_BUF);
+			n = nl != NULL ? (size_t)(nl - p) + 1 : len;
 		}
 		w = write(fileno(access_fp), p, n);
 		if (w < 0 && errno == EINTR)
@@ -144,19 +150,21 @@ int log_access_attach(struct event_base *base)
 int log_access_open(const char *target)
 {
 	FILE *fp;
+	struct stat st;
 
 	log_access_close();
 	if (target == NULL || strcmp(target, "off") == 0)
 		return 0;
 	if (strcmp(target, "-") == 0) {
-		access_fp = stdout;
-		return 0;
+		fp = stdout;
+	} else {
+		fp = fopen(target, "ae");
+		if (fp == NULL)
+			return -1;
+		access_owned = 1;
 	}
-	fp = fopen(target, "ae");
-	if (fp == NULL)
-		return -1;
 	access_fp = fp;
-	access_owned = 1;
+	access_regular = fstat(fileno(fp), &st) == 0 && S_ISREG(st.st_mode);
 	return 0;
 }
 

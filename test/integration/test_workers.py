@@ -2,6 +2,7 @@
 worker that dies is restarted; SIGTERM stops them all and the master exits 0."""
 import os
 import signal
+import time
 
 from harness import openapi, wait_for
 
@@ -54,18 +55,58 @@ def test_second_instance_with_workers_refused(gateway, backend):
 
 
 def test_long_access_log_lines_stay_whole_with_workers(gateway, backend, workdir):
+    # Each line is longer than PIPE_BUF: a file still takes it in one append.
     b = backend("wl")
     log = os.path.join(workdir, "access.log")
     g = gateway([openapi("/wl", {"/x": {"get": None}}, endpoints=[b.url])],
                 args=["--workers", "2", "--access-log", log])
     wait_for(lambda: len(children(g.pid)) == 2, 5)
-    q = "a" * 6000
-    threads = [threading_request(g, "/wl/x?q=" + q) for _ in range(40)]
+    assert_whole_lines(g, "/wl/x?q=", "a" * 6000, 40, lambda: open(log).read())
+
+
+def test_access_log_batches_to_a_pipe_stay_whole_with_workers(gateway, backend, workdir):
+    # Lines shorter than PIPE_BUF, batches longer: a batch must be cut at line
+    # ends, or the two workers' writes interleave inside lines.
+    import threading
+    b = backend("wp")
+    fifo = os.path.join(workdir, "access.fifo")
+    os.mkfifo(fifo)
+    got = []
+
+    def slow_reader():
+        # Reading slowly keeps the pipe full, so writes have to wait for room
+        # and a write longer than PIPE_BUF goes in several pieces.
+        fd = os.open(fifo, os.O_RDONLY)
+        time.sleep(0.5)
+        chunks = []
+        while True:
+            c = os.read(fd, 512)
+            if not c:
+                break
+            chunks.append(c)
+            time.sleep(0.001)
+        os.close(fd)
+        got.append(b"".join(chunks))
+    reader = threading.Thread(target=slow_reader)
+    reader.start()
+    g = gateway([openapi("/wp", {"/x": {"get": None}}, endpoints=[b.url])],
+                args=["--workers", "2", "--access-log", fifo])
+    wait_for(lambda: len(children(g.pid)) == 2, 5)
+
+    def read_all():
+        assert g.stop() == 0
+        reader.join(10)
+        return got[0].decode()
+    assert_whole_lines(g, "/wp/x?q=", "p" * 1500, 120, read_all)
+
+
+def assert_whole_lines(g, path, q, count, read):
+    threads = [threading_request(g, path + q) for _ in range(count)]
     for t in threads:
         t.join(15)
-    lines = open(log).read().splitlines()
-    assert len(lines) == 40, len(lines)
-    assert all(l.endswith(tuple("rid=%d" % i for i in range(1, 100))) and q in l for l in lines)
+    lines = read().splitlines()
+    assert len(lines) == count, len(lines)
+    assert all(l.endswith(tuple("rid=%d" % i for i in range(1, 1000))) and q in l for l in lines)
 
 
 def threading_request(g, target):
