@@ -33,6 +33,9 @@ struct evhttp *front_https_server(const struct front *f, size_t i);
 void front_free_https(struct front *f);
 /* Stop accepting (graceful shutdown). */
 void front_stop_accepting(struct front *f);
+/* Connections with response bytes not yet handed to the kernel: a request
+ * is no longer in flight once its last byte is queued, not once it is sent. */
+size_t front_output_pending(const struct front *f);
 size_t front_conn_count(const struct front *f);
 void front_free(struct front *f);
 

@@ -740,6 +740,23 @@ void front_stop_accepting(struct front *f)
 {
 	f->stopping = 1;
 	front_accept_set(f, 0);
+	/* A disabled listener still completes handshakes into its backlog, and
+	 * those clients are reset when the process exits. Shut down, the socket
+	 * leaves the LISTEN state: new clients are refused at once and can try
+	 * another instance. The descriptor stays the listener's, to close when
+	 * it is freed. */
+	for (size_t i = 0; i < f->nlisteners; i++)
+		shutdown(evconnlistener_get_fd(f->listeners[i].lev), SHUT_RD);
+}
+
+size_t front_output_pending(const struct front *f)
+{
+	const struct front_conn *c;
+	size_t n = 0;
+
+	LIST_FOREACH(c, &f->conns, link)
+		n += c->bev != NULL && evbuffer_get_length(bufferevent_get_output(c->bev)) > 0;
+	return n;
 }
 
 size_t front_conn_count(const struct front *f)

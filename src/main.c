@@ -370,9 +370,11 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (proxy_inflight(gw->proxy) == 0 || gw->drain_left_ms <= 100) {
-		if (proxy_inflight(gw->proxy) > 0)
-			log_warn("main", "%zu requests still in flight, stopping anyway", proxy_inflight(gw->proxy));
+	if ((proxy_inflight(gw->proxy) == 0 && front_output_pending(gw->front) == 0) ||
+	    gw->drain_left_ms <= 100) {
+		if (proxy_inflight(gw->proxy) > 0 || front_output_pending(gw->front) > 0)
+			log_warn("main", "stopping anyway: requests in flight: %zu, responses not yet sent: %zu",
+			    proxy_inflight(gw->proxy), front_output_pending(gw->front));
 		proxy_stopping(gw->proxy);
 		event_base_loopexit(gw->base, NULL);
 		return;
@@ -405,7 +407,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 		event_base_loopexit(gw->base, NULL);
 		return;
 	}
-	log_info("main", "%s: stopping (no new connections, %zu requests in flight)",
+	log_info("main", "%s: stopping (no new connections; requests in flight: %zu)",
 	    sig == SIGTERM ? "SIGTERM" : "SIGINT", proxy_inflight(gw->proxy));
 	front_stop_accepting(gw->front);
 	gw->drain_left_ms = DRAIN_MS;

@@ -203,6 +203,32 @@ def test_signal_clean_exit(gateway, backend, sig):
     assert not port_open(g.port)
 
 
+def test_stop_refuses_new_clients_and_finishes_requests_in_flight(gateway, backend):
+    import socket
+    import threading
+    b = backend("b")
+    g = gateway([openapi("/dr", {"/x": {"get": None}}, endpoints=[b.url])])
+    got = []
+
+    def slow_request():
+        try:
+            got.append(g.request("GET", "/dr/x", headers=[("X-Test-Mode", "delay=1500")]))
+        except Exception as e:
+            got.append(e)
+    t = threading.Thread(target=slow_request)
+    t.start()
+    time.sleep(0.5)
+    g.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    # Refused, not accepted into a backlog and reset at exit.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", g.port), timeout=5).close()
+    t.join(10)
+    assert got and getattr(got[0], "status", None) == 200, got
+    assert g.stop() == 0, g.logs()
+    assert "requests in flight: 1" in g.stderr(), g.stderr()
+
+
 def test_access_log_line(gateway, backend):
     b = backend("b")
     g = gateway([openapi("/al", {"/x": {"get": None, "post": None}}, endpoints=[b.url + "/be"])])
