@@ -9,6 +9,8 @@ enum log_level { LOG_ERR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
 void log_set_level(int level);
 int log_get_level(void);
+/* In worker process idx, every line names it: "[proxy/w1]". */
+void log_set_worker(unsigned idx);
 
 /* One line on stderr: "2026-12-03T17:50:01.123Z warn  [room] message".
  * 'room' names the subsystem; request-scoped lines put "rid=N" in the message. */

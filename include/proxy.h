@@ -21,6 +21,9 @@ struct proxy *proxy_new(struct evhttp *http, struct front *front, struct upstrea
     const struct router *rt, const struct limits_conf *lim);
 /* Serve the requests of another evhttp instance (an HTTPS listener's). */
 void proxy_serve(struct proxy *p, struct evhttp *http);
+/* Number requests from a counter in memory shared with the other worker
+ * processes, so that a request id names one request across all of them. */
+void proxy_share_rids(struct proxy *p, uint64_t *counter);
 size_t proxy_inflight(const struct proxy *p);
 /* Requests dropped from now on are the gateway's doing (logged as 503). */
 void proxy_stopping(struct proxy *p);

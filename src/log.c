@@ -14,6 +14,7 @@
 #include "log.h"
 
 static int log_level = LOG_INFO;
+static char log_worker[16];	/* "/w2" in a worker process, else empty */
 static FILE *access_fp;
 static int access_owned;	/* access_fp is a file we opened */
 static int access_regular;	/* access_fp is a regular file, not a pipe */
@@ -39,6 +40,11 @@ void log_set_level(int level)
 int log_get_level(void)
 {
 	return log_level;
+}
+
+void log_set_worker(unsigned idx)
+{
+	snprintf(log_worker, sizeof(log_worker), "/w%u", idx);
 }
 
 /* strftime is the costly part of a timestamp and changes once a second. */
@@ -89,7 +95,7 @@ void log_msg(int level, const char *room, const char *fmt, ...)
 	if (n < 0)
 		return;
 	/* One fprintf per line so concurrent writers (workers) do not interleave. */
-	fprintf(stderr, "%s %-5s [%s] %s\n", ts, level_names[level], room, line);
+	fprintf(stderr, "%s %-5s [%s%s] %s\n", ts, level_names[level], room, log_worker, line);
 }
 
 /* With --workers several processes share the access log. The kernel keeps

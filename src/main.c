@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/mman.h>
 
 #include <event2/event.h>
 #include <event2/http.h>
@@ -61,6 +62,7 @@ struct gateway {
 	struct event *drain;
 	uint64_t drain_left_ms;
 	const char *access_log;
+	uint64_t *rid_counter;		/* --workers: shared by every worker */
 };
 
 static void usage(FILE *fp)
@@ -586,6 +588,8 @@ static int gateway_run(struct gateway *gw)
 	gw->proxy = proxy_new(gw->http, gw->front, gw->up, gw->rt, &cfg->limits);
 	if (gw->proxy == NULL)
 		return 1;
+	if (gw->rid_counter != NULL)
+		proxy_share_rids(gw->proxy, gw->rid_counter);
 	if (cfg->etcd.nurls > 0) {
 		gw->disc = disc_new(gw->base, &cfg->etcd);
 		if (gw->disc == NULL) {
@@ -689,17 +693,27 @@ int main(int argc, char **argv)
 		unsigned idx;
 		enum workers_role role = WORKERS_DONE;
 
-		/* The master returns only when every worker has ended. */
+		/* The master returns only when every worker has ended. A worker
+		 * restarted later inherits the same shared counter. */
 		rc = 1;
-		if (front_probe(gw.cfg->listeners, gw.cfg->nlisteners) == 0)
+		gw.rid_counter = mmap(NULL, sizeof(*gw.rid_counter), PROT_READ | PROT_WRITE,
+		    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		if (gw.rid_counter == MAP_FAILED) {
+			log_err("main", "cannot share memory between workers: %s", strerror(errno));
+			gw.rid_counter = NULL;
+		} else if (front_probe(gw.cfg->listeners, gw.cfg->nlisteners) == 0) {
 			role = workers_run(gw.cfg->workers, &idx, &rc);
+		}
 		if (role == WORKERS_DONE) {
+			if (gw.rid_counter != NULL)
+				munmap(gw.rid_counter, sizeof(*gw.rid_counter));
 			gateway_tls_free(&gw);
 			router_free(gw.rt);
 			config_free(gw.cfg);
 			log_access_close();
 			return rc;
 		}
+		log_set_worker(idx);
 	}
 	rc = gateway_run(&gw) == 0 ? 0 : 1;
 	gateway_free(&gw);

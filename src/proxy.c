@@ -37,6 +37,7 @@ struct proxy {
 	const struct router *rt;
 	struct limits_conf lim;
 	uint64_t next_rid;
+	uint64_t *shared_rid;		/* --workers: one sequence for all of them */
 	size_t inflight;
 	int stopping;
 };
@@ -664,7 +665,8 @@ static void proxy_handle(struct evhttp_request *req, void *arg)
 	r->p = p;
 	r->req = req;
 	r->evcon = evhttp_request_get_connection(req);
-	r->rid = ++p->next_rid;
+	r->rid = p->shared_rid != NULL ? __atomic_add_fetch(p->shared_rid, 1, __ATOMIC_RELAXED) :
+	    ++p->next_rid;
 	r->start_us = mono_us();
 	r->method_name = method_str(evhttp_request_get_command(req), &r->method);
 	r->chunk = evbuffer_new();
@@ -771,6 +773,11 @@ void proxy_serve(struct proxy *p, struct evhttp *http)
 void proxy_stopping(struct proxy *p)
 {
 	p->stopping = 1;
+}
+
+void proxy_share_rids(struct proxy *p, uint64_t *counter)
+{
+	p->shared_rid = counter;
 }
 
 size_t proxy_inflight(const struct proxy *p)

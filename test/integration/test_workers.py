@@ -37,6 +37,25 @@ def test_workers_serve_restart_and_stop(gateway, backend):
         assert not os.path.exists("/proc/%d" % k) or open("/proc/%d/stat" % k).read().split()[2] == "Z"
 
 
+def test_request_ids_are_unique_across_workers_and_restarts(gateway, backend, workdir):
+    b = backend("wr")
+    log = os.path.join(workdir, "access.log")
+    g = gateway([openapi("/wr", {"/x": {"get": None}}, endpoints=[b.url])],
+                args=["--workers", "2", "--access-log", log])
+    wait_for(lambda: len(children(g.pid)) == 2, 5)
+    for t in [threading_request(g, "/wr/x") for _ in range(30)]:
+        t.join(15)
+    os.kill(children(g.pid)[0], signal.SIGKILL)
+    wait_for(lambda: "restarting it" in g.stderr() and len(children(g.pid)) == 2, 10)
+    for _ in range(10):
+        assert g.request("GET", "/wr/x").status == 200
+    assert g.stop() == 0, g.stderr()
+    rids = [int(l.rsplit("rid=", 1)[1]) for l in open(log).read().splitlines()]
+    assert len(rids) == 40 and len(set(rids)) == 40, sorted(rids)
+    err = g.stderr()
+    assert "[main/w0]" in err and "[main/w1]" in err, err
+
+
 def test_workers_flag_validated(gateway):
     import subprocess
     from harness import MGW_BIN
