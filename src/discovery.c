@@ -147,8 +147,9 @@ struct disc {
 	 * While etcd answers the same revision nothing can have changed, so a
 	 * poll first sends an empty txn and reads the keys only if it moved. */
 	struct disc_header seen;
-	uint64_t seen_at;		/* when every key was last read */
+	uint64_t seen_at;		/* when every key was last read with its value */
 	int probing;			/* the poll in progress is that probe */
+	int reading_all;		/* it reads every key with its value */
 
 	/* auth */
 	char *token;
@@ -1136,6 +1137,7 @@ batches_make(struct disc *d, enum read_mode mode)
 			d->batches[i].min_rev = d->seen.revision + 1;
 	}
 	d->probing = probe;
+	d->reading_all = mode == READ_ALL;
 	return 0;
 }
 
@@ -1387,7 +1389,11 @@ static void
 probe_done(struct disc *d)
 {
 	const struct disc_header *h = &d->batches[0].hdr;	/* freed below */
-	int same = h->revision != 0 && h->cluster_id == d->seen.cluster_id;
+	/* A revision that went back is a store made anew (wiped, restored from
+	 * a snapshot) under the same cluster id: what changed since our
+	 * revision means nothing there. */
+	int same = h->revision >= d->seen.revision && h->revision != 0 &&
+	    h->cluster_id == d->seen.cluster_id;
 
 	if (same && h->revision == d->seen.revision) {
 		poll_end(d, 1);
@@ -1404,7 +1410,9 @@ probe_done(struct disc *d)
 }
 
 /* Every key was read, each txn at its own revision: the slots are at least
- * as new as the oldest of them. */
+ * as new as the oldest of them. Only a read of every value restarts the
+ * clock of the periodic full read: under steady writes every poll reads
+ * the changes, and the full read must still come. */
 static void
 read_done(struct disc *d)
 {
@@ -1419,8 +1427,12 @@ read_done(struct disc *d)
 		else if (h->revision < seen.revision)
 			seen.revision = h->revision;
 	}
+	/* The store went back between the probe and the reads: read it all. */
+	if (!d->reading_all && seen.revision < d->seen.revision)
+		seen.revision = 0;
 	d->seen = seen;
-	d->seen_at = mono_ms();
+	if (d->reading_all)
+		d->seen_at = mono_ms();
 	poll_end(d, 1);
 }
 

@@ -343,3 +343,32 @@ def test_another_cluster_at_the_same_revision(workdir, etcd, backend, gateway, t
     px.retarget(e2.port)
     assert wait_for(lambda: who(gw) == "b2", 3), gw.logs()
     assert not [ln for ln in etcd_lines(gw) if "unreachable" in ln], gw.logs()
+
+
+def test_store_wiped_between_polls_is_read_again(workdir, etcd, backend, gateway, tcp_proxy):
+    """etcd wiped and started again between two polls keeps its cluster id and
+    counts revisions from 1 again: a lower revision must lead to a full read,
+    not to 'what changed since' a revision that store never had."""
+    import shutil
+    e = etcd(auth=False)
+    b0, b1, b2 = backend("default"), backend("b1"), backend("b2")
+    e.put("petstore", b1.url)
+    for i in range(30):
+        e.put("other", str(i))
+    px = tcp_proxy(e.port)
+    gw = gateway([api("petstore", b0.url)],
+                 args=etcd_args(e, user=None, timer=4000, url=px.url) + ["-v"])
+    assert wait_for(lambda: who(gw) == "b1", 5), gw.logs()
+    # right after a poll, so that the wipe falls between two polls: a poll
+    # that failed while etcd was down would read everything anyway
+    px.reset()
+    assert wait_for(lambda: px.count("/kv/txn") >= 1, 6), px.counts
+    time.sleep(0.2)
+    e.stop()
+    shutil.rmtree(e.data)
+    e.start()
+    e.put("petstore", b2.url)
+    assert wait_for(lambda: who(gw) == "b2", 6), gw.logs()
+    polls = [ln for ln in etcd_lines(gw) if re.search(r"poll \d+ (done|failed)", ln)]
+    assert polls and not [ln for ln in polls if "failed" in ln], gw.logs()
+    assert re.search(r"store revision 3\d -> \d; reading every key", gw.stderr()), gw.logs()
