@@ -10,7 +10,7 @@ import time
 import pytest
 
 from harness import (MGW_BIN, ROOT, SANITIZER_MARKERS, SLOW, access_log_re, free_port,
-                     openapi, port_open, to_yaml)
+                     openapi, port_open, to_yaml, wait_for)
 
 
 def run(args, cwd=None, timeout=20):
@@ -353,3 +353,39 @@ def test_missing_or_bad_option_values_named(args, needle, tmp_path):
     lines = [l for l in err.splitlines() if l.strip()]
     assert len(lines) == 1 and needle in lines[0], err
     assert all(32 <= ord(ch) < 127 for ch in lines[0]), repr(lines[0])
+
+
+def test_access_log_reader_that_stops_reading_does_not_stop_traffic(gateway, backend, workdir):
+    """A stalled pipe reader costs access lines, counted and reported, not traffic."""
+    b = backend("b")
+    fifo = os.path.join(workdir, "access.fifo")
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)    # a reader that does not read
+    try:
+        g = gateway([openapi("/st", {"/x": {"get": None}}, endpoints=[b.url])],
+                    args=["--access-log", fifo])
+        c = g.conn()
+        q = "q" * 1000
+        for _ in range(300):                             # ~300 KiB of lines; pipe and gateway hold 64 each
+            assert c.request("GET", "/st/x?" + q).status == 200
+        assert "dropping lines until it does" in g.stderr(), g.stderr()
+        got = []
+
+        def drain():
+            while True:
+                try:
+                    chunk = os.read(rfd, 65536)
+                except BlockingIOError:
+                    return
+                got.append(chunk)
+        drain()
+        assert c.request("GET", "/st/x").status == 200
+        assert wait_for(lambda: drain() or re.search(r"writing again; \d+ lines were dropped",
+                                                     g.stderr()), 5), g.stderr()
+        data = b"".join(got)
+        assert data.endswith(b"\n"), data[-200:]
+        lines = data.decode().splitlines()
+        assert len(lines) > 50 and all(re.search(r" rid=\d+$", l) for l in lines), lines
+        assert g.stop() == 0, g.logs()
+    finally:
+        os.close(rfd)
