@@ -51,4 +51,8 @@ void front_on_close(struct front *f, struct evhttp_request *req, front_close_fn 
 /* The WSO2-style JSON fault body shared by every error answer. */
 int front_fault_body(char *buf, size_t len, int code, const char *message, const char *description);
 
+/* Is a Transfer-Encoding value (n bytes) "chunked" alone, in any case, with
+ * optional whitespace around it? The only coding the gateway accepts. */
+int front_te_chunked(const char *v, size_t n);
+
 #endif

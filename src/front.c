@@ -5,7 +5,8 @@
  * guard: a callback on the socket's input buffer watches the bytes of each
  * request head as they arrive (without copying them), and when a limit is
  * crossed the guard takes the socket's callbacks over from evhttp, writes the
- * answer, and frees the evhttp connection once it is out.
+ * answer, and frees the evhttp connection once it is out. A transfer coding
+ * evhttp would misframe is refused the same way, before evhttp reads the head.
  *
  * evhttp owns the connection; the guard lives exactly as long as it: it is
  * attached to the evhttp connection right after the accept (by an event of
@@ -62,8 +63,9 @@ struct front_conn {
 	uint64_t head_start_ms;		/* first byte of the current head; 0 = none yet */
 	size_t head_bytes;
 	size_t line_bytes;
-	char line[40];			/* start of the current line: finds Content-Length */
+	char line[40];			/* start of the current line: finds Content-Length, Transfer-Encoding */
 	int last_cr;			/* the line so far ends with CR */
+	int te_lines;			/* Transfer-Encoding headers in this head */
 	int in_first_line;
 	int fd;
 	int tls;			/* accepted on an HTTPS listener */
@@ -125,6 +127,7 @@ static const char *status_reason(int status)
 	case 414: return "URI Too Long";
 	case 413: return "Payload Too Large";
 	case 431: return "Request Header Fields Too Large";
+	case 501: return "Not Implemented";
 	default: return "Bad Request";
 	}
 }
@@ -198,6 +201,7 @@ static void front_reject(struct front_conn *c, int status)
 	const char *desc = status == 408 ? "The request head was not received in time" :
 	    status == 413 ? "The request body is larger than the gateway accepts" :
 	    status == 414 ? "The request URI is longer than the gateway accepts" :
+	    status == 501 ? "The request's Transfer-Encoding is not supported: only chunked is" :
 	    "The request headers are larger than the gateway accepts";
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 
@@ -235,6 +239,33 @@ static int front_body_too_large(const struct front_conn *c)
 			return 1;
 	}
 	return i == n && c->line_bytes > n;
+}
+
+int front_te_chunked(const char *v, size_t n)
+{
+	while (n > 0 && (*v == ' ' || *v == '\t')) {
+		v++;
+		n--;
+	}
+	while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+		n--;
+	return n == 7 && strncasecmp(v, "chunked", 7) == 0;
+}
+
+/* Any coding but chunked alone is refused (501) before evhttp reads the
+ * head: by its version, evhttp reads no body then, and takes the body for the
+ * next request, or de-chunks one whose other codings would be lost. Several
+ * headers make a list of codings. */
+static int front_te_refused(struct front_conn *c)
+{
+	static const char name[] = "transfer-encoding:";
+	size_t i = sizeof(name) - 1;
+
+	if (c->line_bytes < i || strncasecmp(c->line, name, i) != 0)
+		return 0;
+	if (c->te_lines++ > 0 || c->line_bytes > sizeof(c->line))
+		return 1;	/* a list, or too long to be "chunked" */
+	return !front_te_chunked(c->line + i, c->line_bytes - i - (size_t)c->last_cr);
 }
 
 /* Watch head bytes: request line and head size, and where the head ends. */
@@ -284,6 +315,10 @@ static void front_scan(struct front_conn *c, const unsigned char *p, size_t n)
 		}
 		if (!c->in_first_line && front_body_too_large(c)) {
 			front_reject(c, 413);
+			return;
+		}
+		if (!c->in_first_line && front_te_refused(c)) {
+			front_reject(c, 501);
 			return;
 		}
 		c->in_first_line = 0;
@@ -548,6 +583,7 @@ void front_request_done(struct front *f, struct evhttp_request *req)
 	c->state = FC_WAIT_HEAD;
 	c->head_bytes = 0;
 	c->line_bytes = 0;
+	c->te_lines = 0;
 	c->in_first_line = 1;
 	/* A pipelined next request may already be buffered: its clock starts now. */
 	c->idle_since_ms = mono_ms();

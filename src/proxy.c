@@ -321,7 +321,10 @@ static void preq_fault(struct preq *r, int status, int code, const char *message
 	evhttp_add_header(oh, "Content-Type", "application/json");
 	if (r->close_after)
 		evhttp_add_header(oh, "Connection", "close");
-	evbuffer_add(b, body, (size_t)n);
+	/* evhttp sends a body even after the head of a HEAD answer, where the
+	 * client expects the next response. */
+	if (r->method != M_HEAD)
+		evbuffer_add(b, body, (size_t)n);
 	r->status = status;
 	r->bytes = r->method == M_HEAD ? 0 : (uint64_t)n;
 	preq_detach(r);
@@ -593,16 +596,18 @@ static int is_tchar(unsigned char c)
  * names that are not tokens ("Transfer-Encoding : chunked" would reach a
  * lenient backend as framing the gateway never saw), control bytes, a target
  * with spaces, a missing or doubled Host, and ambiguous body framing. Returns
- * NULL, or why the request is refused (the connection is closed after the
- * 400). *close_after is set when the request is served but the connection
- * must not be reused: Transfer-Encoding with Content-Length, as a peer may
- * have framed the body by the other header. */
-static const char *request_check(struct evhttp_request *req, int *close_after)
+ * NULL, or why the request is refused with *status (400 or 501; the
+ * connection is closed after the answer). *close_after is set when the
+ * request is served but the connection must not be reused: Transfer-Encoding
+ * with Content-Length, as a peer may have framed the body by the other
+ * header. */
+static const char *request_check(struct evhttp_request *req, int *close_after, int *status)
 {
 	struct evkeyval *kv;
-	const char *cl = NULL;
+	const char *cl = NULL, *coding = NULL;
 	int te = 0, hosts = 0;
 
+	*status = 400;
 	for (const unsigned char *u = (const unsigned char *)evhttp_request_get_uri(req); *u; u++)
 		if (*u <= ' ' || *u == 0x7f)
 			return "The request target contains spaces or control characters";
@@ -629,8 +634,10 @@ static const char *request_check(struct evhttp_request *req, int *close_after)
 			cl = kv->value;
 			break;
 		case HK_HOP:
-			if (strcasecmp(kv->key, "Transfer-Encoding") == 0)
-				te = 1;
+			if (strcasecmp(kv->key, "Transfer-Encoding") == 0) {
+				te++;
+				coding = kv->value;
+			}
 			break;
 		default:
 			break;
@@ -638,6 +645,25 @@ static const char *request_check(struct evhttp_request *req, int *close_after)
 	}
 	if (hosts > 1 || (hosts == 0 && req->major == 1 && req->minor >= 1))
 		return "An HTTP/1.1 request needs exactly one Host header";
+	if (te > 0 && req->major == 1 && req->minor == 0)
+		return "An HTTP/1.0 request cannot have a Transfer-Encoding";
+	/* The front refuses other codings before evhttp reads the head, but
+	 * never sees a pipelined one. evhttp's reading of the header varies
+	 * with its version, and it reads no body for HEAD or TRACE: unless it
+	 * read chunks, the bytes after the head may be a request, and the
+	 * answer closes the connection before they are parsed. */
+	if (te > 0 && (te > 1 || !front_te_chunked(coding, strlen(coding)) || !req->chunked ||
+	    evhttp_request_get_command(req) == EVHTTP_REQ_HEAD ||
+	    evhttp_request_get_command(req) == EVHTTP_REQ_TRACE)) {
+		*status = 501;
+		return "The request's Transfer-Encoding is not supported: only chunked is";
+	}
+	/* evhttp reads no body for some methods (HEAD; which others depends on
+	 * its version): the bytes it left would be parsed as the next request,
+	 * so the answer closes the connection before that can happen. */
+	if (te == 0 && cl != NULL &&
+	    strtoull(cl, NULL, 10) != evbuffer_get_length(evhttp_request_get_input_buffer(req)))
+		return "The request's method cannot carry a body here";
 	*close_after = te && cl != NULL;
 	return NULL;
 }
@@ -651,7 +677,7 @@ static void proxy_handle(struct evhttp_request *req, void *arg)
 	struct route rt;
 	const char *path = uri, *q, *why;
 	size_t plen, kept;
-	int nlen;
+	int nlen, status;
 
 	/* Only the struct is cleared: zeroing the path buffer (max_uri bytes)
 	 * was the largest single cost of a request. */
@@ -683,9 +709,9 @@ static void proxy_handle(struct evhttp_request *req, void *arg)
 		    "The request headers are larger than the gateway accepts");
 		return;
 	}
-	if ((why = request_check(req, &r->close_after)) != NULL) {
+	if ((why = request_check(req, &r->close_after, &status)) != NULL) {
 		r->close_after = 1;
-		preq_fault(r, 400, 900400, "Bad Request", why);
+		preq_fault(r, status, 900000 + status, status == 501 ? "Not Implemented" : "Bad Request", why);
 		return;
 	}
 	/* Absolute-form targets (proxy style) carry the path after the authority;

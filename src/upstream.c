@@ -9,7 +9,6 @@
  * pass, and deferral restores the order (read, then event). A body that ends
  * with the connection is complete only on close_notify (RFC 9112 9.8): a TLS
  * connection closed without it is reported as truncated. */
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
@@ -399,6 +398,35 @@ static int parse_content_length(const char *v, int64_t *out)
 	return 0;
 }
 
+/* chunk-size [ chunk-ext ] (RFC 9112 7.1): hex digits only, then extensions,
+ * ignored, after a ';' that whitespace may precede. strtoull would take a
+ * sign, "0x" and leading spaces, which another parser of the same bytes
+ * may not. Returns -1 when malformed or beyond int64_t. */
+static int parse_chunk_size(const char *p, size_t len, int64_t *out)
+{
+	const char *start = p, *end = p + len;
+	int64_t n = 0;
+
+	for (; p < end; p++) {
+		int lc = *p | 0x20;
+		int d = *p >= '0' && *p <= '9' ? *p - '0' : lc >= 'a' && lc <= 'f' ? lc - 'a' + 10 : -1;
+
+		if (d < 0)
+			break;
+		if (n > INT64_MAX >> 4)
+			return -1;
+		n = n * 16 + d;
+	}
+	if (p == start)
+		return -1;
+	while (p < end && (*p == ' ' || *p == '\t'))
+		p++;
+	if (p < end && *p != ';')
+		return -1;
+	*out = n;
+	return 0;
+}
+
 /* Find the end of a response head in p[0..len): the offset just past the empty
  * line, or 0 when it has not arrived yet. Bare LF line ends are accepted. */
 static size_t find_head_end(const char *p, size_t len)
@@ -420,8 +448,11 @@ static int up_parse_head(struct up_conn *c, char *p, size_t len, int64_t *clen)
 {
 	struct up_exchange *ex = c->ex;
 	char *line, *end = p + len, *eol;
-	int status, minor, chunked = 0, have_te = 0, have_cl = 0;
+	int status, minor, have_te = 0, have_cl = 0;
 
+	/* The head is read as C strings: a NUL would cut a value short. */
+	if (memchr(p, '\0', len) != NULL)
+		return -1;
 	eol = memchr(p, '\n', len);
 	if (eol == NULL)
 		return -1;
@@ -469,15 +500,12 @@ static int up_parse_head(struct up_conn *c, char *p, size_t len, int64_t *clen)
 			have_cl = 1;
 			*clen = n;
 		} else if (strcasecmp(line, "Transfer-Encoding") == 0) {
+			/* The body is passed on re-chunked with no coding named:
+			 * any coding but chunked alone would be lost. Several
+			 * headers make a list. */
+			if (have_te || strcasecmp(v, "chunked") != 0)
+				return -1;
 			have_te = 1;
-			/* Only the final coding decides the framing. */
-			const char *last = strrchr(v, ',');
-
-			last = last ? last + 1 : v;
-			while (*last == ' ' || *last == '\t')
-				last++;
-			chunked = strncasecmp(last, "chunked", 7) == 0 &&
-			    (last[7] == '\0' || last[7] == ' ' || last[7] == '\t');
 		} else if (strcasecmp(line, "Connection") == 0) {
 			if (header_has_token(v, "close"))
 				c->keepalive = 0;
@@ -490,12 +518,7 @@ static int up_parse_head(struct up_conn *c, char *p, size_t len, int64_t *clen)
 	if (ex->head_only || status == 204 || status == 304) {
 		c->state = US_DONE;	/* no body: complete after the head */
 	} else if (have_te) {
-		if (chunked) {
-			c->state = US_CHUNK_SIZE;
-		} else {
-			c->state = US_BODY_EOF;
-			c->keepalive = 0;
-		}
+		c->state = US_CHUNK_SIZE;
 		*clen = -1;		/* Transfer-Encoding overrides Content-Length */
 		evhttp_remove_header(ex->resp_headers, "Content-Length");
 	} else if (have_cl) {
@@ -640,28 +663,16 @@ static void up_process(struct up_conn *c)
 				return;
 			break;
 		}
-		case US_CHUNK_SIZE: {
-			char *e;
-			unsigned long long sz;
-
+		case US_CHUNK_SIZE:
 			len = up_take_line(in, line, sizeof(line) - 1, &incomplete);
-			if (len < 0) {
-				up_fail(c, UP_EPROTO);
-				return;
-			}
 			if (incomplete)
 				return;
-			errno = 0;
-			sz = strtoull(line, &e, 16);
-			if (e == line || errno != 0 || (*e != '\0' && *e != ';' && *e != ' ' && *e != '\t') ||
-			    sz > (unsigned long long)INT64_MAX) {
+			if (len < 0 || parse_chunk_size(line, (size_t)len, &c->remaining) != 0) {
 				up_fail(c, UP_EPROTO);
 				return;
 			}
-			c->remaining = (int64_t)sz;
-			c->state = sz == 0 ? US_TRAILERS : US_CHUNK_DATA;
+			c->state = c->remaining == 0 ? US_TRAILERS : US_CHUNK_DATA;
 			break;
-		}
 		case US_CHUNK_DATA: {
 			size_t n = avail < (uint64_t)c->remaining ? avail : (size_t)c->remaining;
 

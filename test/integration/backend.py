@@ -17,6 +17,10 @@ Behaviour on demand, through the request header X-Test-Mode: a list of
   delay=MS          answer after MS milliseconds
   no-length         respond without Content-Length, body delimited by closing the connection
   chunked           respond with Transfer-Encoding: chunked, in several chunks
+  te=VALUE          respond with Transfer-Encoding: VALUE and the body as one chunk
+  chunk-size=LINE   respond chunked with the body "hello" under the size line LINE
+                    (percent-decoded: "5%3Bx" sends "5;x")
+  nul-header        add the response header "X-Nul: a<NUL>b"
   stream=N,MS       send the body in N pieces, MS ms apart (Content-Length set)
   gate=TOKEN        send headers and the first piece of the body ("first-piece\\n"), then
                     wait until GET /__release/TOKEN arrives (or 10 s) and send the rest
@@ -53,6 +57,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
 
 MAX_HEAD = 256 * 1024
 
@@ -345,6 +350,8 @@ class Backend:
                      ("Keep-Alive", "timeout=5, max=100"), ("Proxy-Foo", "must-be-removed"),
                      ("Trailer", "X-Trailer-Thing"), ("Upgrade", "websocket"),
                      ("X-Normal", "yes")]
+        if "nul-header" in modes:
+            hdrs.append(("X-Nul", "a\0b"))
         if client_close:
             hdrs.append(("Connection", "close"))
 
@@ -375,6 +382,13 @@ class Backend:
                 self._send(c, payload[i:i + 8192])
             c.sock.shutdown(socket.SHUT_RDWR)
             return False
+        elif "te" in modes:
+            self._send(c, head([("Transfer-Encoding", modes["te"])]) +
+                       b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload), payload))
+        elif "chunk-size" in modes:
+            self._send(c, head([("Transfer-Encoding", "chunked")]) +
+                       urllib.parse.unquote_to_bytes(modes["chunk-size"]) +
+                       b"\r\nhello\r\n0\r\n\r\n")
         elif "chunked" in modes:
             out = head([("Transfer-Encoding", "chunked")])
             self._send(c, out)

@@ -1,5 +1,6 @@
 """Backend responses relayed to the client: broken backends (502), framing (no
-Content-Length, chunked, Content-Length kept), streaming, 204/304/HEAD, interim 1xx."""
+Content-Length, chunked, Content-Length kept, transfer codings and chunk sizes
+refused), streaming, 204/304/HEAD, interim 1xx."""
 
 import socket
 import time
@@ -58,6 +59,48 @@ def test_backend_closes_mid_body(gw):
     assert time.monotonic() - t0 < 5 * SLOW
     r = gw.request("GET", "/rs/x")
     assert r.status == 200, r
+
+
+@pytest.mark.parametrize("mode", ["te=gzip, chunked", "te=gzip", "te=chunked, chunked",
+                                  "te=chunked;header=Transfer-Encoding:chunked", "nul-header"])
+def test_backend_head_refused_502_and_connection_dropped(gw, mode):
+    """A coding other than chunked alone would be lost in the re-chunking; a NUL
+    would cut a header short. The backend connection is not pooled after it."""
+    r = gw.request("GET", "/rs/x", headers=[("X-Test-Mode", mode)], timeout=5)
+    assert r.status == 502, r
+    assert fault(r)[0] == 101503
+    first = gw.backend.requests()[-1]["conn_id"]
+    r = gw.request("GET", "/rs/x")
+    assert r.status == 200, r
+    assert r.echo()["conn_id"] != first
+
+
+@pytest.mark.parametrize("te", ["chunked", "CHUNKED"])
+def test_backend_transfer_coding_chunked_any_case(gw, te):
+    r = gw.request("GET", "/rs/x", headers=[("X-Test-Mode", "te=" + te)])
+    assert r.status == 200 and r.complete, r
+    assert r.echo()["target"] == "/x"
+
+
+@pytest.mark.parametrize("size", ["0x5", "-0", "+5", "%205", "5%00", "5x", "10000000000000000"])
+def test_backend_malformed_chunk_size_cuts_the_response(gw, size):
+    """Nothing after the bad size line is relayed, and the client cannot take the
+    response for complete: the connection is cut as for a backend reset."""
+    with HttpConn(gw.port, timeout=5) as c:
+        c.send("GET", "/rs/x", [("X-Test-Mode", "chunk-size=" + size)])
+        r = c.read_head()
+        if r is not None:
+            assert r.status == 200, r
+            c.read_body(r)
+            assert not r.complete and r.body == b"", r
+        assert c.eof or not c._more()
+
+
+@pytest.mark.parametrize("size", ["5", "05", "5%3Bname=value", "5%20%09%3Bname", "5%20"])
+def test_backend_chunk_size_with_extensions(gw, size):
+    r = gw.request("GET", "/rs/x", headers=[("X-Test-Mode", "chunk-size=" + size)])
+    assert r.status == 200 and r.complete, r
+    assert r.body == b"hello"
 
 
 def test_no_content_length_close_delimited(gw):
