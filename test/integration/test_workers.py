@@ -39,11 +39,8 @@ def test_workers_serve_restart_and_stop(gateway, backend):
 
 
 def test_request_ids_are_unique_across_workers_and_restarts(gateway, backend, workdir):
-    b = backend("wr")
     log = os.path.join(workdir, "access.log")
-    g = gateway([openapi("/wr", {"/x": {"get": None}}, endpoints=[b.url])],
-                args=["--workers", "2", "--access-log", log])
-    wait_for(lambda: len(children(g.pid)) == 2, 5)
+    g = two_workers(gateway, backend, "wr", log)
     for t in [threading_request(g, "/wr/x") for _ in range(30)]:
         t.join(15)
     os.kill(children(g.pid)[0], signal.SIGKILL)
@@ -76,11 +73,8 @@ def test_second_instance_with_workers_refused(gateway, backend):
 
 def test_long_access_log_lines_stay_whole_with_workers(gateway, backend, workdir):
     # Each line is longer than PIPE_BUF: a file still takes it in one append.
-    b = backend("wl")
     log = os.path.join(workdir, "access.log")
-    g = gateway([openapi("/wl", {"/x": {"get": None}}, endpoints=[b.url])],
-                args=["--workers", "2", "--access-log", log])
-    wait_for(lambda: len(children(g.pid)) == 2, 5)
+    g = two_workers(gateway, backend, "wl", log)
     assert_whole_lines(g, "/wl/x?q=", "a" * 6000, 40, lambda: open(log).read())
 
 
@@ -88,7 +82,6 @@ def test_access_log_batches_to_a_pipe_stay_whole_with_workers(gateway, backend, 
     # Lines shorter than PIPE_BUF, batches longer: a batch must be cut at line
     # ends, or the two workers' writes interleave inside lines.
     import threading
-    b = backend("wp")
     fifo = os.path.join(workdir, "access.fifo")
     os.mkfifo(fifo)
     got = []
@@ -109,9 +102,7 @@ def test_access_log_batches_to_a_pipe_stay_whole_with_workers(gateway, backend, 
         got.append(b"".join(chunks))
     reader = threading.Thread(target=slow_reader)
     reader.start()
-    g = gateway([openapi("/wp", {"/x": {"get": None}}, endpoints=[b.url])],
-                args=["--workers", "2", "--access-log", fifo])
-    wait_for(lambda: len(children(g.pid)) == 2, 5)
+    g = two_workers(gateway, backend, "wp", fifo)
 
     def read_all():
         assert g.stop() == 0
@@ -120,6 +111,15 @@ def test_access_log_batches_to_a_pipe_stay_whole_with_workers(gateway, backend, 
         dropped = sum(int(n) for n in re.findall(r"(\d+) lines (?:were )?dropped", g.stderr()))
         return got[0].decode() + "dropped\n" * dropped
     assert_whole_lines(g, "/wp/x?q=", "p" * 1500, 120, read_all)
+
+
+def two_workers(gateway, backend, name, access_log):
+    """A gateway of two running workers serving /NAME/x, logging to access_log."""
+    b = backend(name)
+    g = gateway([openapi("/" + name, {"/x": {"get": None}}, endpoints=[b.url])],
+                args=["--workers", "2", "--access-log", access_log])
+    wait_for(lambda: len(children(g.pid)) == 2, 5)
+    return g
 
 
 def assert_whole_lines(g, path, q, count, read):
